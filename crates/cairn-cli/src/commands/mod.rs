@@ -1,0 +1,63 @@
+//! One module per subcommand: its clap arguments and its `run`.
+
+pub mod backup;
+pub mod check;
+pub mod init;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use cairn_core::Repository;
+use cairn_core::storage::Storage;
+
+use crate::GlobalArgs;
+
+/// Opens the backend named by `--repo` or `CAIRN_REPOSITORY`.
+pub fn open_storage(global: &GlobalArgs) -> Result<Storage> {
+    let path = global.repo.as_ref().ok_or_else(|| {
+        cairn_core::Error::Invalid(
+            "no repository given: pass --repo PATH or set CAIRN_REPOSITORY".into(),
+        )
+    })?;
+    Ok(Storage::open_local(path)?)
+}
+
+/// Resolves the cache folder.
+pub fn cache_dir(global: &GlobalArgs) -> Result<PathBuf> {
+    global
+        .cache_dir
+        .clone()
+        .or_else(Repository::default_cache_dir)
+        .ok_or_else(|| {
+            anyhow!("cannot find a cache folder: set CAIRN_CACHE_DIR, XDG_CACHE_HOME or HOME")
+        })
+}
+
+/// Unlocks the repository and syncs its local index.
+pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
+    let storage = open_storage(global)?;
+    let cache = cache_dir(global)?;
+    let passphrase = crate::password::read(false)?;
+    let repository =
+        Repository::open(storage, passphrase.as_bytes(), &cache).with_context(|| {
+            format!(
+                "cannot open the repository at {}",
+                global
+                    .repo
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+    Ok(repository)
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot encode JSON output")?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! `cairn restore`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cairn_core::Error;
+use clap::Args;
+
+use crate::GlobalArgs;
+use crate::progress::Bar;
+
+/// Arguments of `cairn restore`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cairn restore latest --target app.dump\n  \
+    cairn restore 3f2a9c:app.dump --stdout | pg_restore -d app_restored\n\
+Every chunk and the whole stream are verified. With --stdout, a failure exits non-zero after \
+some bytes may have been written: use `set -o pipefail` in scripts.")]
+pub struct RestoreArgs {
+    /// Snapshot id prefix or `latest`, optionally followed by `:ENTRY`.
+    #[arg(value_name = "SNAPSHOT[:ENTRY]")]
+    pub snapshot: String,
+    /// File to write; created through a temporary file and renamed on success.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "stdout",
+        required_unless_present = "stdout"
+    )]
+    pub target: Option<PathBuf>,
+    /// Write the entry to standard output.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Replace an existing target file.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Restores one entry.
+pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let (snapshot_ref, entry_name) = match args.snapshot.split_once(':') {
+        Some((snapshot, entry)) => (snapshot, Some(entry)),
+        None => (args.snapshot.as_str(), None),
+    };
+    if let Some(target) = &args.target {
+        if !args.overwrite && target.exists() {
+            return Err(Error::TargetExists {
+                path: target.display().to_string(),
+            }
+            .into());
+        }
+    }
+    let repository = super::open_repository(global)?;
+    let (id, snapshot) = repository.find_snapshot(snapshot_ref)?;
+    let entry = repository.select_entry(&id, &snapshot, entry_name)?;
+    let bar = Bar::new(
+        global.json || args.stdout,
+        Some(entry.size),
+        "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+    );
+    let result = match &args.target {
+        Some(target) => restore_to_file(&repository, entry, target, args.overwrite, &bar),
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            repository
+                .restore_entry(entry, &mut out, &bar)
+                .map_err(anyhow::Error::from)
+        }
+    };
+    bar.finish();
+    result?;
+    if global.json {
+        super::print_json(&serde_json::json!({
+            "snapshot": id.to_hex(),
+            "entry": entry.name,
+            "size": entry.size,
+            "target": args.target,
+        }))?;
+    } else if let Some(target) = &args.target {
+        eprintln!(
+            "restored {} ({} bytes) from snapshot {} to {}; stream hash verified",
+            entry.name,
+            entry.size,
+            id.short(),
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+fn restore_to_file(
+    repository: &cairn_core::Repository,
+    entry: &cairn_core::snapshot::Entry,
+    target: &Path,
+    overwrite: bool,
+    bar: &Bar,
+) -> Result<()> {
+    let dir = match target.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .with_context(|| format!("{} is not a file path", target.display()))?;
+    // The temporary file is created with mode 0600 and removed on drop, so a
+    // failed restore leaves neither a partial target nor a stray file.
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".cairn-partial")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+        repository.restore_entry(entry, &mut out, bar)?;
+        out.flush()
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    // IMPORTANT: data reaches the disk before the rename makes it visible.
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot flush {}", target.display()))?;
+    if overwrite {
+        temp.persist(target)
+            .with_context(|| format!("cannot rename the restored file to {}", target.display()))?;
+    } else {
+        temp.persist_noclobber(target).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::Error::from(Error::TargetExists {
+                    path: target.display().to_string(),
+                })
+            } else {
+                anyhow::Error::from(e.error).context(format!(
+                    "cannot rename the restored file to {}",
+                    target.display()
+                ))
+            }
+        })?;
+    }
+    if let Ok(handle) = std::fs::File::open(&dir) {
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The `cairn` command-line tool: parses arguments, calls cairn-core, prints
+//! results and maps errors to documented exit codes.
+
+mod commands;
+mod password;
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use cairn_core::ErrorKind;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the operation failed.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: invalid arguments or input.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: damaged, missing or tampered data was found.
+pub const EXIT_INTEGRITY: u8 = 3;
+/// Exit code: wrong passphrase or unusable key.
+pub const EXIT_KEY: u8 = 4;
+/// Exit code: the producer of the stream failed; no snapshot was written.
+pub const EXIT_PRODUCER: u8 = 5;
+/// Exit code: the repository is locked.
+pub const EXIT_LOCKED: u8 = 6;
+
+/// cairn: encrypted, deduplicating backups of database dumps.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 error, 2 invalid arguments or input, \
+3 damaged or missing data found, 4 wrong passphrase or key, 5 producer failed (no snapshot), 6 repository locked.\n\
+The passphrase comes from CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or a prompt on a terminal.";
+
+/// Options shared by every command.
+#[derive(clap::Args, Debug)]
+pub struct GlobalArgs {
+    /// Repository location: a local folder.
+    #[arg(long, global = true, env = "CAIRN_REPOSITORY", value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Folder for the local index cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
+    #[arg(long, global = true, env = "CAIRN_CACHE_DIR", value_name = "PATH")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print a machine-readable JSON summary on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init(commands::init::InitArgs),
+    /// Back up a stream, files or a command's output as a new snapshot.
+    Backup(commands::backup::BackupArgs),
+    /// List snapshots, oldest first.
+    Snapshots(commands::snapshots::SnapshotsArgs),
+    /// Restore an entry of a snapshot to a file or stdout.
+    Restore(commands::restore::RestoreArgs),
+    /// Verify the repository's structure and, optionally, its data.
+    Check(commands::check::CheckArgs),
+    /// Show sizes, counts and the dedup ratio.
+    Stats(commands::stats::StatsArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// An error that has already been reported; carries only the exit code.
+#[derive(Debug)]
+pub struct Reported(pub u8);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(reported) = error.downcast_ref::<Reported>() {
+        return reported.0;
+    }
+    for cause in error.chain() {
+        if let Some(core) = cause.downcast_ref::<cairn_core::Error>() {
+            return match core.kind() {
+                ErrorKind::Usage => EXIT_USAGE,
+                ErrorKind::WrongPassphrase => EXIT_KEY,
+                ErrorKind::Integrity => EXIT_INTEGRITY,
+                ErrorKind::Producer => EXIT_PRODUCER,
+                ErrorKind::Locked => EXIT_LOCKED,
+                ErrorKind::Other => EXIT_ERROR,
+            };
+        }
+    }
+    EXIT_ERROR
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(cause.downcast_ref::<cairn_core::Error>(),
+                Some(cairn_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let result = match &cli.command {
+        Command::Init(args) => commands::init::run(&cli.global, args),
+        Command::Backup(args) => commands::backup::run(&cli.global, args),
+        Command::Snapshots(args) => commands::snapshots::run(&cli.global, args),
+        Command::Restore(args) => commands::restore::run(&cli.global, args),
+        Command::Check(args) => commands::check::run(&cli.global, args),
+        Command::Stats(args) => commands::stats::run(&cli.global, args),
+    };
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(error) => {
+            let code = exit_code(&error);
+            if error.downcast_ref::<Reported>().is_none() {
+                if is_broken_pipe(&error) {
+                    eprintln!(
+                        "cairn: output closed early (broken pipe); the reader stopped before the end"
+                    );
+                } else {
+                    eprintln!("cairn: error: {error:#}");
+                }
+            }
+            ExitCode::from(code)
+        }
+    }
+}

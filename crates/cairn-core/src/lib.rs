@@ -1,0 +1,59 @@
+//! cairn-core: the repository format and backup engine of cairn.
+//!
+//! cairn stores streams (database dumps above all) in a content-addressed,
+//! deduplicating, encrypted repository. The principal types:
+//!
+//! - [`repo::Repository`]: an unlocked repository; entry point for
+//!   [`backup`](repo::Repository::backup), [`restore`](repo::Repository::restore_entry)
+//!   and [`check`](repo::Repository::check).
+//! - [`storage::Storage`]: the backend (Apache OpenDAL), the source of truth.
+//! - [`index::Index`]: the local SQLite view of the backend, rebuildable.
+//! - [`chunker`], [`crypto`], [`pack`], [`index_object`], [`snapshot`],
+//!   [`keyfile`], [`config`]: one module per pipeline stage or stored object;
+//!   docs/format.md describes their byte layouts.
+//!
+//! Limits: one repository-wide data key (tenant keys are reserved in the blob
+//! format but not implemented); only the local filesystem backend is built.
+
+pub mod backup;
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod index_object;
+pub mod keyfile;
+pub mod lock;
+pub mod object;
+pub mod pack;
+pub mod producer;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod stats;
+pub mod storage;
+
+pub use error::{Error, ErrorKind, Result};
+pub use id::Id;
+pub use repo::Repository;
+
+/// Host name of this machine, or `unknown`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Name of the user running cairn, from `USER` or `LOGNAME`, or the uid.
+pub fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,240 @@
+//! Running the program that produces a backup stream (`pg_dump`, ...).
+//!
+//! The producer runs in its own process group so that cairn can stop it and
+//! every child it started when storing fails. Its stderr is passed through
+//! and the last lines are kept for the error message if it fails.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::error::{Error, Result};
+
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A running producer.
+pub struct Producer {
+    argv: Vec<String>,
+    child: Option<Child>,
+    stdout: Option<ChildStdout>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+fn describe(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(signal) = status.signal() {
+        let name = match signal {
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGINT => " (SIGINT)",
+            libc::SIGPIPE => " (SIGPIPE)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            _ => "",
+        };
+        format!("was killed by signal {signal}{name}")
+    } else {
+        format!("ended with {status}")
+    }
+}
+
+impl Producer {
+    /// Starts `argv[0]` with the remaining arguments, stdout piped to cairn.
+    pub fn spawn(argv: &[String]) -> Result<Producer> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(Error::Invalid("the producer command is empty".into()));
+        };
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::Producer(format!("cannot start producer `{program}`: {e}")))?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_thread = stderr.map(|stderr| {
+            let tail = Arc::clone(&tail);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stderr);
+                let mut line = Vec::new();
+                while let Ok(n) = reader.read_until(b'\n', &mut line) {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = std::io::stderr().write_all(&line);
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    if let Ok(mut tail) = tail.lock() {
+                        if tail.len() == STDERR_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(text);
+                    }
+                    line.clear();
+                }
+            })
+        });
+        Ok(Producer {
+            argv: argv.to_vec(),
+            child: Some(child),
+            stdout,
+            tail,
+            stderr_thread,
+        })
+    }
+
+    /// Takes the producer's stdout; call once.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.stdout.take()
+    }
+
+    fn command_line(&self) -> String {
+        self.argv.join(" ")
+    }
+
+    fn stderr_tail(&mut self) -> String {
+        if let Some(thread) = self.stderr_thread.take() {
+            let _ = thread.join();
+        }
+        self.tail
+            .lock()
+            .map(|tail| tail.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Waits for the producer and turns anything but exit status 0 into an
+    /// error that shows the status and the end of its stderr.
+    pub fn finish(mut self) -> Result<()> {
+        drop(self.stdout.take());
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait().map_err(|e| {
+            Error::Producer(format!(
+                "cannot wait for producer `{}`: {e}",
+                self.command_line()
+            ))
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        let tail = self.stderr_tail();
+        let mut message = format!(
+            "producer `{}` {}; no snapshot was written",
+            self.command_line(),
+            describe(status)
+        );
+        if !tail.is_empty() {
+            message.push_str("\nlast lines of its stderr:\n");
+            message.push_str(&tail);
+        }
+        Err(Error::Producer(message))
+    }
+
+    /// Stops the producer's whole process group: SIGTERM, then SIGKILL after
+    /// two seconds.
+    pub fn stop(&mut self) {
+        drop(self.stdout.take());
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let group = child.id() as i32;
+        kill_group(group, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kill_group(group, libc::SIGKILL);
+        if let Err(e) = child.wait() {
+            warn!(error = %e, "cannot reap the stopped producer");
+        }
+    }
+}
+
+#[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+fn kill_group(group: i32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a
+    // negative pid addresses the process group the producer leads.
+    unsafe {
+        libc::kill(-group, signal);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn argv(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[test]
+    fn successful_producer() {
+        let mut producer = Producer::spawn(&argv("printf hello")).expect("spawn");
+        let mut out = String::new();
+        producer
+            .take_stdout()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read");
+        assert_eq!(out, "hello");
+        producer.finish().expect("exit 0");
+    }
+
+    #[test]
+    fn failing_producer_reports_status_and_stderr() {
+        let mut producer =
+            Producer::spawn(&argv("echo partial; echo 'disk on fire' >&2; exit 3")).expect("spawn");
+        let mut out = Vec::new();
+        producer
+            .take_stdout()
+            .expect("stdout")
+            .read_to_end(&mut out)
+            .expect("read");
+        let message = producer.finish().expect_err("must fail").to_string();
+        assert!(message.contains("exited with status 3"), "{message}");
+        assert!(message.contains("disk on fire"), "{message}");
+    }
+
+    #[test]
+    fn killed_producer_names_signal() {
+        let mut producer = Producer::spawn(&argv("kill -9 $$")).expect("spawn");
+        let mut out = Vec::new();
+        producer
+            .take_stdout()
+            .expect("stdout")
+            .read_to_end(&mut out)
+            .expect("read");
+        let message = producer.finish().expect_err("must fail").to_string();
+        assert!(message.contains("signal 9"), "{message}");
+    }
+
+    #[test]
+    fn missing_program_is_a_clear_error() {
+        let result = Producer::spawn(&["/nonexistent/cairn-test-producer".to_string()]);
+        let message = result.err().expect("spawn fails").to_string();
+        assert!(message.contains("cannot start producer"), "{message}");
+    }
+}

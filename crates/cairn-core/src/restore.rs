@@ -1,0 +1,273 @@
+//! Restoring an entry: fetch, verify and write chunks in stream order.
+//!
+//! Chunks are resolved to pack locations, reads of neighbouring blobs in one
+//! pack are merged, and windows of chunks are fetched and verified on a
+//! second thread while the caller's thread writes the previous window. Every
+//! chunk is checked against its id, and the whole stream against the keyed
+//! hash in the manifest, before the restore reports success.
+
+use std::io::Write;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use rayon::prelude::*;
+
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::Location;
+use crate::pack;
+use crate::repo::Repository;
+use crate::snapshot::{Entry, Snapshot};
+use crate::storage::Storage;
+
+/// Plaintext bytes fetched per window.
+const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest gap between two blobs that is read over rather than split.
+const MERGE_GAP: u64 = 256 * 1024;
+/// Concurrent ranged reads per window.
+const READ_CONCURRENCY: usize = 4;
+
+/// Receives restore progress.
+pub trait RestoreProgress: Send + Sync {
+    /// `n` more bytes were written.
+    fn written(&self, _n: u64) {}
+}
+
+/// Progress sink that ignores everything.
+pub struct NoRestoreProgress;
+impl RestoreProgress for NoRestoreProgress {}
+
+struct ReadPlan {
+    pack: Id,
+    range: Range<u64>,
+    /// Indexes into the window's chunk locations covered by this read.
+    members: Vec<usize>,
+}
+
+fn plan_reads(window: &[Location]) -> Vec<ReadPlan> {
+    let mut plans: Vec<ReadPlan> = Vec::new();
+    for (i, location) in window.iter().enumerate() {
+        let start = location.entry.offset;
+        let end = start + u64::from(location.entry.length);
+        if let Some(last) = plans.last_mut() {
+            if last.pack == location.pack
+                && start >= last.range.end
+                && start - last.range.end <= MERGE_GAP
+            {
+                last.range.end = end;
+                last.members.push(i);
+                continue;
+            }
+        }
+        plans.push(ReadPlan {
+            pack: location.pack,
+            range: start..end,
+            members: vec![i],
+        });
+    }
+    plans
+}
+
+fn fetch_window(storage: &Storage, keys: &Keys, window: &[Location]) -> Result<Vec<Vec<u8>>> {
+    let plans = plan_reads(window);
+    let runtime = storage.runtime().clone();
+    let reads: Vec<Vec<u8>> = runtime.block_on(async {
+        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..plans.len()).map(|_| None).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, plan) in plans.iter().enumerate() {
+            while tasks.len() >= READ_CONCURRENCY {
+                if let Some(Ok((j, result))) = tasks.join_next().await {
+                    results[j] = Some(result);
+                }
+            }
+            let storage = storage.clone();
+            let path = pack::pack_path(&plan.pack);
+            let range = plan.range.clone();
+            tasks.spawn(async move { (i, storage.read_range_async(&path, range).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((j, result)) = joined {
+                results[j] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("a pack read task failed".into()))))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut pieces: Vec<(usize, &[u8], &Location)> = Vec::with_capacity(window.len());
+    for (plan, bytes) in plans.iter().zip(&reads) {
+        for &member in &plan.members {
+            let location = &window[member];
+            let start = (location.entry.offset - plan.range.start) as usize;
+            let end = start + location.entry.length as usize;
+            pieces.push((member, &bytes[start..end], location));
+        }
+    }
+    pieces.sort_by_key(|(member, _, _)| *member);
+    pieces
+        .par_iter()
+        .map(|(_, sealed, location)| {
+            pack::open_blob(
+                keys,
+                &location.entry,
+                sealed,
+                &pack::pack_path(&location.pack),
+            )
+        })
+        .collect()
+}
+
+impl Repository {
+    /// Resolves an entry of a snapshot: by name, or the only entry.
+    pub fn select_entry<'s>(
+        &self,
+        id: &Id,
+        snapshot: &'s Snapshot,
+        name: Option<&str>,
+    ) -> Result<&'s Entry> {
+        let available = || {
+            snapshot
+                .entries
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(name) => snapshot.entry(name).ok_or_else(|| Error::EntryNotFound {
+                snapshot: id.short(),
+                entry: name.to_string(),
+                available: available(),
+            }),
+            None if snapshot.entries.len() == 1 => Ok(&snapshot.entries[0]),
+            None => Err(Error::Invalid(format!(
+                "snapshot {} has {} entries ({}); name one as {}:ENTRY",
+                id.short(),
+                snapshot.entries.len(),
+                available(),
+                id.short()
+            ))),
+        }
+    }
+
+    /// Writes the entry's stream to `out`, verifying every chunk and the
+    /// whole-stream hash. Bytes already written stay written on failure; the
+    /// caller decides what to do with a partial target.
+    pub fn restore_entry(
+        &self,
+        entry: &Entry,
+        out: &mut (dyn Write + Send),
+        progress: &dyn RestoreProgress,
+    ) -> Result<()> {
+        let (plan_sender, plan_receiver) = sync_channel::<Vec<Location>>(1);
+        let (data_sender, data_receiver) = sync_channel::<Result<Vec<Vec<u8>>>>(1);
+        let storage = self.storage.clone();
+        let keys = &self.keys;
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(move || fetch_loop(&storage, keys, plan_receiver, data_sender));
+            let writer = scope.spawn(move || write_loop(entry, out, data_receiver, keys, progress));
+            let planned = self.plan_windows(entry, &plan_sender);
+            drop(plan_sender);
+            let written = writer
+                .join()
+                .map_err(|_| Error::Invalid("restore writer thread panicked".into()))?;
+            planned?;
+            written
+        })
+    }
+
+    fn plan_windows(
+        &self,
+        entry: &Entry,
+        sender: &std::sync::mpsc::SyncSender<Vec<Location>>,
+    ) -> Result<()> {
+        let mut window = Vec::new();
+        let mut window_bytes = 0u64;
+        for list in &entry.lists {
+            for chunk in self.load_list(list)? {
+                let location =
+                    self.index
+                        .lookup(&chunk.id)?
+                        .ok_or_else(|| Error::MissingChunk {
+                            id: chunk.id.to_hex(),
+                        })?;
+                if location.entry.raw_length != chunk.length {
+                    return Err(Error::corrupt(
+                        pack::pack_path(&location.pack),
+                        format!(
+                            "chunk {} has length {} in the index but {} in the snapshot",
+                            chunk.id, location.entry.raw_length, chunk.length
+                        ),
+                    ));
+                }
+                window_bytes += u64::from(chunk.length);
+                window.push(location);
+                if window_bytes >= WINDOW_BYTES {
+                    if sender.send(std::mem::take(&mut window)).is_err() {
+                        return Ok(());
+                    }
+                    window_bytes = 0;
+                }
+            }
+        }
+        if !window.is_empty() {
+            let _ = sender.send(window);
+        }
+        Ok(())
+    }
+}
+
+fn fetch_loop(
+    storage: &Storage,
+    keys: &Keys,
+    plans: Receiver<Vec<Location>>,
+    results: std::sync::mpsc::SyncSender<Result<Vec<Vec<u8>>>>,
+) {
+    for window in plans {
+        let fetched = fetch_window(storage, keys, &window);
+        let failed = fetched.is_err();
+        if results.send(fetched).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn write_loop(
+    entry: &Entry,
+    out: &mut (dyn Write + Send),
+    windows: Receiver<Result<Vec<Vec<u8>>>>,
+    keys: &Keys,
+    progress: &dyn RestoreProgress,
+) -> Result<()> {
+    let mut hasher = keys.stream_hasher();
+    let mut written = 0u64;
+    for window in windows {
+        for chunk in window? {
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
+            written += chunk.len() as u64;
+            progress.written(chunk.len() as u64);
+        }
+    }
+    out.flush()
+        .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
+    if written != entry.size {
+        return Err(Error::corrupt(
+            format!("entry {}", entry.name),
+            format!(
+                "restored {written} bytes, the snapshot records {}",
+                entry.size
+            ),
+        ));
+    }
+    if hasher.finalize().to_hex().as_str() != entry.hash {
+        return Err(Error::corrupt(
+            format!("entry {}", entry.name),
+            "the restored stream does not match the snapshot's stream hash",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The storage backend: a narrow interface over Apache OpenDAL.
+//!
+//! Everything cairn stores goes through [`Storage`]: whole-object reads and
+//! writes, ranged reads, listing and deletion. Only [`Storage::open_local`]
+//! knows which OpenDAL service is behind it, so other services need only a
+//! constructor.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use opendal::{ErrorKind as DalErrorKind, Operator};
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, Result};
+
+/// Name of the folder for in-progress writes inside a local repository.
+pub const TEMP_DIR: &str = ".tmp";
+
+/// An object listed in the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Path relative to the repository root, e.g. `data/ab/ab12…`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Handle on a repository's backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    op: Operator,
+    runtime: Arc<Runtime>,
+    location: String,
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+fn storage_error(operation: &'static str, path: &str, source: opendal::Error) -> Error {
+    Error::Storage {
+        operation,
+        path: path.to_string(),
+        source,
+    }
+}
+
+impl Storage {
+    /// Opens a repository folder on the local filesystem.
+    ///
+    /// Objects are written to `.tmp/` first, flushed with fsync and renamed
+    /// into place, so a reader never sees a partial object.
+    pub fn open_local(root: &Path) -> Result<Self> {
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("cannot read the current directory", e))?
+                .join(root)
+        };
+        let root_text = root.to_string_lossy().to_string();
+        let temp = root.join(TEMP_DIR);
+        let builder = opendal::services::Fs::default()
+            .root(&root_text)
+            .atomic_write_dir(&temp.to_string_lossy());
+        let op = Operator::new(builder).map_err(|e| storage_error("open", &root_text, e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start the I/O runtime", e))?;
+        Ok(Storage {
+            op,
+            runtime: Arc::new(runtime),
+            location: root_text,
+            local_root: Some(root),
+        })
+    }
+
+    /// Human-readable location of the repository.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Root folder when the backend is the local filesystem.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
+    /// The async runtime that drives backend I/O.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Reads a whole object.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.runtime.block_on(self.read_async(path))
+    }
+
+    /// Reads a whole object (async form, for concurrent reads).
+    pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
+        let buffer = self
+            .op
+            .read(path)
+            .await
+            .map_err(|e| storage_error("read", path, e))?;
+        Ok(buffer.to_vec())
+    }
+
+    /// Reads `range` of an object. Errors if the object is shorter.
+    pub async fn read_range_async(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let expected = range.end - range.start;
+        let buffer = self
+            .op
+            .read_with(path)
+            .range(range.clone())
+            .await
+            .map_err(|e| storage_error("read", path, e))?;
+        let bytes = buffer.to_vec();
+        if bytes.len() as u64 != expected {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "object is shorter than expected: bytes {}..{} requested, {} returned",
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads `range` of an object.
+    pub fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        self.runtime.block_on(self.read_range_async(path, range))
+    }
+
+    /// Writes a whole object; it becomes visible only once complete and
+    /// flushed to stable storage.
+    pub async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        // IMPORTANT: the fs service writes to .tmp/, calls fsync on the file
+        // and renames it into place; the object is durable when this returns
+        // (the directory entry is made durable by `sync_dirs`).
+        self.op
+            .write(path, bytes)
+            .await
+            .map_err(|e| storage_error("write", path, e))?;
+        Ok(())
+    }
+
+    /// Writes a whole object; see [`Storage::write_async`].
+    pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.runtime.block_on(self.write_async(path, bytes))
+    }
+
+    /// Makes the directory entries of recently written objects durable.
+    ///
+    /// On the local filesystem a renamed file can vanish after a power loss
+    /// until its directory is synced; call this before writing an object that
+    /// refers to the ones just written.
+    pub fn sync_dirs<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut dirs: Vec<PathBuf> = paths
+            .into_iter()
+            .filter_map(|p| Path::new(p).parent().map(|d| root.join(d)))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            // IMPORTANT: fsync of the directory makes the rename durable.
+            let handle = std::fs::File::open(&dir)
+                .map_err(|e| Error::io(format!("cannot open {} to sync it", dir.display()), e))?;
+            handle
+                .sync_all()
+                .map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Returns whether an object exists.
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        self.runtime.block_on(async {
+            match self.op.stat(path).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == DalErrorKind::NotFound => Ok(false),
+                Err(e) => Err(storage_error("stat", path, e)),
+            }
+        })
+    }
+
+    /// Lists every object under `prefix` (a folder name ending in `/`),
+    /// recursively, sorted by path.
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.runtime.block_on(async {
+            let entries = match self.op.list_with(prefix).recursive(true).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == DalErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(storage_error("list", prefix, e)),
+            };
+            let mut objects: Vec<ObjectInfo> = entries
+                .into_iter()
+                .filter(|entry| entry.metadata().is_file())
+                .map(|entry| ObjectInfo {
+                    path: entry.path().to_string(),
+                    size: entry.metadata().content_length(),
+                })
+                .collect();
+            objects.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(objects)
+        })
+    }
+
+    /// Deletes an object; deleting a missing object succeeds.
+    pub fn delete(&self, path: &str) -> Result<()> {
+        self.runtime.block_on(async {
+            self.op
+                .delete(path)
+                .await
+                .map_err(|e| storage_error("delete", path, e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open_local(dir.path()).expect("open");
+        storage
+            .write("data/ab/abc", b"hello world".to_vec())
+            .expect("write");
+        storage.sync_dirs(["data/ab/abc"]).expect("sync");
+        assert_eq!(storage.read("data/ab/abc").expect("read"), b"hello world");
+        assert_eq!(
+            storage.read_range("data/ab/abc", 6..11).expect("range"),
+            b"world"
+        );
+        assert!(storage.read_range("data/ab/abc", 6..20).is_err());
+        let listed = storage.list("data/").expect("list");
+        assert_eq!(
+            listed,
+            vec![ObjectInfo {
+                path: "data/ab/abc".into(),
+                size: 11
+            }]
+        );
+        assert!(storage.list("index/").expect("list missing").is_empty());
+        assert!(storage.exists("data/ab/abc").expect("stat"));
+        storage.delete("data/ab/abc").expect("delete");
+        assert!(!storage.exists("data/ab/abc").expect("stat"));
+    }
+}

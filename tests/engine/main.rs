@@ -1,0 +1,208 @@
+//! Round trips through the library: backup then restore, on a real local
+//! repository in a temporary folder.
+
+use std::io::Cursor;
+
+use cairn_core::Repository;
+use cairn_core::backup::{BackupOptions, NoProgress, Source};
+use cairn_core::chunker::ChunkerParams;
+use cairn_core::keyfile::KdfParams;
+use cairn_core::repo::InitOptions;
+use cairn_core::restore::NoRestoreProgress;
+use cairn_core::storage::Storage;
+use proptest::prelude::*;
+
+const PASSPHRASE: &[u8] = b"engine test passphrase";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    cache: std::path::PathBuf,
+}
+
+fn small_options() -> InitOptions {
+    InitOptions {
+        chunker: ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+            normalization: 1,
+        },
+        compression_level: 3,
+        pack_size: 64 * 1024,
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let cache = dir.path().join("cache");
+    let storage = Storage::open_local(&repo).expect("storage");
+    Repository::init(storage, PASSPHRASE, &small_options(), &cache).expect("init");
+    Fixture {
+        _dir: dir,
+        repo,
+        cache,
+    }
+}
+
+fn open(fixture: &Fixture) -> Repository {
+    let storage = Storage::open_local(&fixture.repo).expect("storage");
+    Repository::open(storage, PASSPHRASE, &fixture.cache).expect("open")
+}
+
+fn backup(repo: &mut Repository, name: &str, data: &[u8]) -> cairn_core::backup::BackupSummary {
+    let source = Source {
+        name: name.to_string(),
+        reader: Box::new(Cursor::new(data.to_vec())),
+        producer: None,
+    };
+    let options = BackupOptions {
+        allow_empty: true,
+        ..BackupOptions::default()
+    };
+    repo.backup(vec![source], &options, &NoProgress)
+        .expect("backup")
+}
+
+fn restore(repo: &Repository, snapshot: &str, entry: &str) -> Vec<u8> {
+    let (id, snapshot) = repo.find_snapshot(snapshot).expect("find snapshot");
+    let entry = repo
+        .select_entry(&id, &snapshot, Some(entry))
+        .expect("entry");
+    let mut out = Vec::new();
+    repo.restore_entry(entry, &mut out, &NoRestoreProgress)
+        .expect("restore");
+    out
+}
+
+fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn edge_sizes_round_trip() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let sizes = [
+        0usize,
+        1,
+        255,
+        256,
+        1024,
+        4095,
+        4096,
+        4097,
+        8192,
+        3 * 4096,
+        64 * 1024,
+        200_003,
+    ];
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pseudo_random(*size, i as u64 + 1);
+        let summary = backup(&mut repo, "edge", &data);
+        let restored = restore(&repo, &summary.snapshot, "edge");
+        assert_eq!(restored.len(), data.len(), "length of {size}-byte stream");
+        assert!(restored == data, "content of {size}-byte stream differs");
+    }
+}
+
+#[test]
+fn repeated_backup_stores_nothing_new() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let data = pseudo_random(500_000, 99);
+    let first = backup(&mut repo, "a", &data);
+    let second = backup(&mut repo, "a", &data);
+    assert!(
+        first.stored_bytes > 400_000,
+        "first backup stored {}",
+        first.stored_bytes
+    );
+    assert_eq!(second.new_bytes, 0, "an unchanged stream added new chunks");
+    assert_eq!(second.stored_bytes, 0, "an unchanged stream added bytes");
+    assert!(restore(&repo, &second.snapshot, "a") == data);
+}
+
+#[test]
+fn small_edit_stores_little() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let data = pseudo_random(1_000_000, 5);
+    backup(&mut repo, "a", &data);
+    let mut edited = data.clone();
+    edited.splice(400_000..400_000, b"one new row\n".iter().copied());
+    edited[800_000] ^= 0xff;
+    let second = backup(&mut repo, "a", &edited);
+    assert!(
+        second.new_bytes < 30_000,
+        "two small edits stored {} new bytes",
+        second.new_bytes
+    );
+    assert!(restore(&repo, "latest", "a") == edited);
+}
+
+#[test]
+fn reopened_repository_restores() {
+    let fixture = fixture();
+    let data = pseudo_random(300_000, 11);
+    let id = {
+        let mut repo = open(&fixture);
+        backup(&mut repo, "a", &data).snapshot
+    };
+    std::fs::remove_dir_all(&fixture.cache).expect("delete cache");
+    let repo = open(&fixture);
+    assert!(
+        restore(&repo, &id[..10], "a") == data,
+        "restore after cache loss differs"
+    );
+    let report = repo
+        .check(
+            cairn_core::check::ReadData::All,
+            &cairn_core::check::NoCheckProgress,
+        )
+        .expect("check");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn wrong_passphrase_is_reported() {
+    let fixture = fixture();
+    let storage = Storage::open_local(&fixture.repo).expect("storage");
+    let result = Repository::open(storage, b"not the passphrase", &fixture.cache);
+    assert!(
+        matches!(result, Err(cairn_core::Error::WrongPassphrase { tried: 1 })),
+        "unexpected result: {:?}",
+        result.err()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn random_streams_round_trip(
+        len in prop_oneof![Just(0usize), Just(1usize), 0usize..300_000],
+        seed in 1u64..u64::MAX,
+    ) {
+        let fixture = fixture();
+        let mut repo = open(&fixture);
+        let data = pseudo_random(len, seed);
+        let summary = backup(&mut repo, "p", &data);
+        prop_assert_eq!(summary.bytes_read, len as u64);
+        let restored = restore(&repo, &summary.snapshot, "p");
+        prop_assert!(restored == data);
+    }
+}

@@ -114,7 +114,7 @@ pub enum Error {
         path: String,
         /// Backend error.
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 
     /// The local SQLite index cache failed.
@@ -124,7 +124,7 @@ pub enum Error {
         path: String,
         /// SQLite error.
         #[source]
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
     },
 
     /// Local file I/O failed.
@@ -206,15 +206,16 @@ impl Error {
             Error::Producer(_) => ErrorKind::Producer,
             Error::NotARepository { .. }
             | Error::AlreadyExists { .. }
-            | Error::EmptyStream { .. }
             | Error::SnapshotNotFound { .. }
             | Error::AmbiguousSnapshot { .. }
             | Error::EntryNotFound { .. }
             | Error::Invalid(_)
             | Error::TargetExists { .. } => ErrorKind::Usage,
-            Error::Storage { .. } | Error::Cache { .. } | Error::Io { .. } | Error::Interrupted => {
-                ErrorKind::Other
-            }
+            Error::Storage { .. }
+            | Error::Cache { .. }
+            | Error::Io { .. }
+            | Error::EmptyStream { .. }
+            | Error::Interrupted => ErrorKind::Other,
         }
     }
 

@@ -89,7 +89,7 @@ pub struct Index {
 fn cache_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Cache {
         path: path.display().to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -138,11 +138,8 @@ pub fn open_blob(keys: &Keys, entry: &BlobEntry, sealed: &[u8], object: &str) ->
     };
     let plaintext = match marker {
         STORED => payload.to_vec(),
-        ZSTD => {
-            let out = zstd::bulk::decompress(payload, entry.raw_length as usize)
-                .map_err(|e| Error::corrupt(label(), format!("zstd decompression failed: {e}")))?;
-            out
-        }
+        ZSTD => zstd::bulk::decompress(payload, entry.raw_length as usize)
+            .map_err(|e| Error::corrupt(label(), format!("zstd decompression failed: {e}")))?,
         other => {
             return Err(Error::corrupt(
                 label(),

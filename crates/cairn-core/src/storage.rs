@@ -47,7 +47,7 @@ fn storage_error(operation: &'static str, path: &str, source: opendal::Error) ->
     Error::Storage {
         operation,
         path: path.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 

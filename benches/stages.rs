@@ -1,0 +1,195 @@
+//! Criterion benchmarks, one per pipeline stage: chunking, chunk ids,
+//! sealing (zstd plus XChaCha20-Poly1305), opening, pack assembly and index
+//! lookups. Inputs are generated in memory, so the numbers show CPU cost
+//! alone; docs/benchmarks.md has whole-tool measurements.
+
+use std::hint::black_box;
+
+use cairn_core::chunker::{Chunker, ChunkerParams};
+use cairn_core::crypto::{Keys, SecretKey};
+use cairn_core::id::Id;
+use cairn_core::index::Index;
+use cairn_core::index_object::PackRecord;
+use cairn_core::pack::{self, BlobEntry, BlobKind, PackBuilder};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+/// Text that looks like COPY rows of a pg_dump: compressible, with repeats.
+fn dump_like(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 128);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut row = 0u64;
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        row += 1;
+        let line = format!(
+            "{row}\t{}\t{}\t{{\"tenant\": {}, \"event\": \"login\", \"ok\": true}}\tnote {:x}\n",
+            state % 100_000,
+            state % 997,
+            state % 50,
+            state
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn keys() -> Keys {
+    Keys::derive(SecretKey::from_bytes([3; 32]))
+}
+
+fn chunking(c: &mut Criterion) {
+    let data = dump_like(32 << 20);
+    let keys = keys();
+    let chunker =
+        Chunker::new(ChunkerParams::default(), keys.gear()).expect("default parameters are valid");
+    let mut group = c.benchmark_group("chunking");
+    group.throughput(Throughput::Bytes(data.len() as u64));
+    group.sample_size(10);
+    group.bench_function("fastcdc keyed gear 16 KiB", |b| {
+        b.iter(|| black_box(chunker.split(&data)).len())
+    });
+    group.bench_function("chunk ids keyed BLAKE3", |b| {
+        let ranges = chunker.split(&data);
+        b.iter(|| {
+            ranges
+                .iter()
+                .map(|r| keys.chunk_id(&data[r.clone()]))
+                .fold(0u8, |acc, id| acc ^ id.0[0])
+        })
+    });
+    group.finish();
+}
+
+fn sealing(c: &mut Criterion) {
+    let keys = keys();
+    let chunk = dump_like(28 * 1024);
+    let id = keys.chunk_id(&chunk);
+    let mut group = c.benchmark_group("blob");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    for level in [1, 3] {
+        group.bench_function(format!("seal zstd {level}"), |b| {
+            b.iter(|| {
+                let mut out = Vec::new();
+                pack::seal_blob(&keys, BlobKind::Data, &id, &chunk, level, &mut out).expect("seal");
+                out
+            })
+        });
+    }
+    let mut sealed = Vec::new();
+    pack::seal_blob(&keys, BlobKind::Data, &id, &chunk, 3, &mut sealed).expect("seal");
+    let entry = BlobEntry {
+        kind: BlobKind::Data,
+        key_id: 0,
+        id,
+        offset: 0,
+        length: sealed.len() as u32,
+        raw_length: chunk.len() as u32,
+    };
+    group.bench_function("open and verify", |b| {
+        b.iter(|| pack::open_blob(&keys, &entry, &sealed, "bench").expect("open"))
+    });
+    group.finish();
+}
+
+fn pack_assembly(c: &mut Criterion) {
+    let keys = keys();
+    let chunk = dump_like(28 * 1024);
+    let mut sealed = Vec::new();
+    pack::seal_blob(
+        &keys,
+        BlobKind::Data,
+        &keys.chunk_id(&chunk),
+        &chunk,
+        3,
+        &mut sealed,
+    )
+    .expect("seal");
+    let blobs = (16 << 20) / sealed.len();
+    let mut group = c.benchmark_group("pack");
+    group.throughput(Throughput::Bytes((blobs * sealed.len()) as u64));
+    group.sample_size(20);
+    group.bench_function("assemble 16 MiB pack", |b| {
+        b.iter(|| {
+            let mut builder = PackBuilder::with_capacity(17 << 20);
+            for i in 0..blobs {
+                builder.push(
+                    BlobKind::Data,
+                    Id::of_bytes(&i.to_le_bytes()),
+                    chunk.len() as u32,
+                    &sealed,
+                );
+            }
+            builder.finish(&keys).expect("finish").name
+        })
+    });
+    group.finish();
+}
+
+fn index_lookups(c: &mut Criterion) {
+    const CHUNKS: usize = 200_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut index = Index::open(dir.path(), "bench").expect("open index");
+    let ids: Vec<Id> = (0..CHUNKS as u64)
+        .map(|i| Id::of_bytes(&i.to_le_bytes()))
+        .collect();
+    let packs: Vec<PackRecord> = ids
+        .chunks(600)
+        .enumerate()
+        .map(|(p, ids)| PackRecord {
+            name: Id::of_bytes(format!("pack {p}").as_bytes()),
+            size: 600 * 20_000,
+            entries: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| BlobEntry {
+                    kind: BlobKind::Data,
+                    key_id: 0,
+                    id: *id,
+                    offset: i as u64 * 20_000,
+                    length: 20_000,
+                    raw_length: 28_000,
+                })
+                .collect(),
+        })
+        .collect();
+    index
+        .insert_index_object(&Id::of_bytes(b"index"), &packs)
+        .expect("insert");
+    let mut group = c.benchmark_group("index");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("1000 lookups of known chunks, 200k indexed", |b| {
+        b.iter_batched(
+            || {
+                ids.iter()
+                    .step_by(CHUNKS / 1000)
+                    .copied()
+                    .collect::<Vec<_>>()
+            },
+            |wanted| {
+                wanted
+                    .iter()
+                    .filter(|id| index.contains(id).unwrap_or(false))
+                    .count()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("1000 lookups of new chunks", |b| {
+        b.iter(|| {
+            (0..1000u64)
+                .filter(|i| {
+                    index
+                        .contains(&Id::of_bytes(&((i + 1) << 40).to_le_bytes()))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chunking, sealing, pack_assembly, index_lookups);
+criterion_main!(benches);

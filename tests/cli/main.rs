@@ -1,0 +1,13 @@
+//! Integration tests that run the `cairn` binary as a user would, against
+//! repositories in temporary directories.
+
+mod harness;
+mod pg;
+
+mod basics;
+mod cache;
+mod crash;
+mod damage;
+mod password;
+mod postgres;
+mod producer;

@@ -154,3 +154,41 @@ fn silent_producer_needs_allow_empty() {
         "entry of an empty producer should have size 0"
     );
 }
+
+#[test]
+fn producer_environment_lacks_passphrase() {
+    let repo = Repo::init();
+    let output = backup_from_shell(&repo, "env.txt", "printf %s \"${CAIRN_PASSWORD-unset}\"")
+        .expect_success("backup of a producer that prints CAIRN_PASSWORD");
+    let id = snapshot_id(&output.json());
+    assert_eq!(
+        repo.restore_stdout(&format!("{id}:env.txt")),
+        b"unset",
+        "the producer could read CAIRN_PASSWORD from its environment"
+    );
+}
+
+#[test]
+fn repository_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::init();
+    repo.backup_stdin("private.bin", b"some secret rows");
+    let files = crate::harness::files_under(&repo.path);
+    assert!(
+        files.len() >= 4,
+        "expected config, a key, a pack, an index object and a snapshot"
+    );
+    for path in files {
+        let mode = std::fs::metadata(&path)
+            .expect("stat repository file")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} has mode {:o}, readable by group or others",
+            path.display(),
+            mode & 0o777
+        );
+    }
+}

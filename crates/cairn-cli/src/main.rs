@@ -135,7 +135,19 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Makes every file cairn creates (repository objects, cache, restored
+/// files) unreadable to group and others.
+#[expect(unsafe_code, reason = "umask(2) has no safe wrapper in std")]
+fn restrict_file_modes() {
+    // SAFETY: umask only changes the process's file mode creation mask; it
+    // cannot fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
+    restrict_file_modes();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let result = match &cli.command {

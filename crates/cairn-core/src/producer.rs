@@ -51,8 +51,11 @@ impl Producer {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Invalid("the producer command is empty".into()));
         };
+        // The producer gets no passphrase: CAIRN_PASSWORD is removed from
+        // its environment, where other processes of the user could read it.
         let mut child = Command::new(program)
             .args(args)
+            .env_remove("CAIRN_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

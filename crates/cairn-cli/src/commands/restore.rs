@@ -39,6 +39,12 @@ pub struct RestoreArgs {
 
 /// Restores one entry.
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    if global.json && args.stdout {
+        return Err(cairn_core::Error::Invalid(
+            "--json cannot be combined with --stdout, because the entry itself is written to stdout".into(),
+        )
+        .into());
+    }
     let (snapshot_ref, entry_name) = match args.snapshot.split_once(':') {
         Some((snapshot, entry)) => (snapshot, Some(entry)),
         None => (args.snapshot.as_str(), None),

@@ -35,7 +35,7 @@ pub enum ReadData {
 pub struct Problem {
     /// Object name, such as `data/ab/ab12…` or `snapshots/…`.
     pub object: String,
-    /// What is wrong.
+    /// Description of the damage.
     pub message: String,
     /// Ids of the snapshots that depend on the object.
     pub snapshots: Vec<String>,
@@ -63,7 +63,7 @@ pub struct CheckReport {
 
 /// Receives check progress.
 pub trait CheckProgress: Send + Sync {
-    /// A pack of `bytes` bytes was verified.
+    /// Records that a pack of `bytes` bytes was verified.
     fn pack_done(&self, _bytes: u64) {}
 }
 

@@ -36,7 +36,7 @@ pub const ENVELOPE_OVERHEAD: usize = ENVELOPE_HEADER_LEN + TAG_LEN;
 /// per-tenant data keys.
 pub const REPOSITORY_DATA_KEY: u32 = 0;
 
-/// What an envelope protects; part of the associated data.
+/// Kind of object an envelope protects, bound into the associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Domain {
     /// A chunk of a stream.
@@ -143,7 +143,7 @@ impl Keys {
         }
     }
 
-    /// The master secret, for wrapping into a new key object.
+    /// Returns the master secret, for wrapping into a new key object.
     pub fn master(&self) -> &SecretKey {
         &self.master
     }
@@ -158,7 +158,7 @@ impl Keys {
         blake3::Hasher::new_keyed(self.stream_hash.expose())
     }
 
-    /// The keyed gear table of the chunker.
+    /// Returns the keyed gear table of the chunker.
     pub fn gear(&self) -> &[u64; 256] {
         &self.gear
     }
@@ -266,7 +266,7 @@ pub fn seal_with(
     let body = out.len();
     out.extend_from_slice(plaintext);
     let cipher = XChaCha20Poly1305::new(key.expose().into());
-    // Encryption only fails for messages longer than 2^38 bytes.
+    // The cipher rejects only messages longer than 2^38 bytes (RFC 8439 limit).
     let tag = cipher
         .encrypt_inout_detached(&XNonce::from(nonce), &ad, (&mut out[body..]).into())
         .map_err(|_| {

@@ -28,7 +28,7 @@ pub enum ErrorKind {
 /// Errors returned by the repository engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The location holds no cairn repository.
+    /// The location contains no cairn repository.
     #[error(
         "no cairn repository at {location}: the object `config` is missing; run `cairn init` to create one, or check --repo / CAIRN_REPOSITORY"
     )]
@@ -79,7 +79,7 @@ pub enum Error {
     Corrupt {
         /// Object name in the backend (`data/ab/ab12…`, `snapshots/…`) or a chunk id.
         object: String,
-        /// What check failed.
+        /// Description of the failed check.
         reason: String,
     },
 
@@ -130,7 +130,7 @@ pub enum Error {
     /// Local file I/O failed.
     #[error("{context}: {source}")]
     Io {
-        /// What was being done, with the path.
+        /// Operation that failed, with the path.
         context: String,
         /// I/O error.
         #[source]

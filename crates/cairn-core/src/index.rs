@@ -2,9 +2,9 @@
 //! and snapshots.
 //!
 //! The backend is the source of truth. The index lives in a cache folder and
-//! is brought up to date from the backend on every open ([`Index::sync`]):
-//! new index objects are loaded, a vanished one triggers a rebuild, and packs
-//! missing from a fresh listing are flagged so that no backup deduplicates
+//! is brought up to date from the backend on every open ([`Index::sync`]).
+//! New index objects are loaded, and a vanished one triggers a rebuild. Packs
+//! missing from a fresh listing are flagged, so no backup deduplicates
 //! against them. A file that SQLite cannot read is deleted and rebuilt.
 
 use std::collections::{HashMap, HashSet};
@@ -47,7 +47,7 @@ CREATE INDEX blobs_by_pack ON blobs(pack);
 CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, manifest TEXT NOT NULL) WITHOUT ROWID;
 ";
 
-/// Where a blob can be read.
+/// Pack and position of a readable blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
     /// Pack name.
@@ -56,7 +56,7 @@ pub struct Location {
     pub entry: BlobEntry,
 }
 
-/// What [`Index::sync`] found.
+/// Outcome of [`Index::sync`].
 #[derive(Debug, Default, Clone)]
 pub struct SyncReport {
     /// Index objects loaded in this sync.
@@ -431,7 +431,7 @@ impl Index {
         Ok(())
     }
 
-    /// All readable snapshots, oldest first.
+    /// Returns all readable snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let mut stmt = self
             .conn
@@ -492,7 +492,7 @@ impl Index {
         Ok(self.lookup(id)?.is_some())
     }
 
-    /// Every pack in the index.
+    /// Returns every pack in the index.
     pub fn packs(&self) -> Result<Vec<PackInfo>> {
         let mut stmt = self
             .conn

@@ -11,7 +11,7 @@
 //!
 //! The envelope is sealed with the Argon2id output and authenticates the
 //! header bytes before it, so KDF parameters cannot be changed. The checksum
-//! tells a damaged key object apart from a wrong passphrase.
+//! distinguishes a damaged key object from a wrong passphrase.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;

@@ -1,7 +1,7 @@
 //! Encrypted metadata objects: config, index objects, snapshots and locks.
 //!
 //! Layout: `magic [8] | envelope`, where the envelope's plaintext is
-//! `marker u8 | body` and the marker says whether the body is zstd-compressed.
+//! `marker u8 | body`, where the marker is 1 for a zstd-compressed body and 0 otherwise.
 
 use std::io::Read;
 

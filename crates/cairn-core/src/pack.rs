@@ -29,7 +29,7 @@ pub const MAX_BLOB_RAW: u32 = 32 * 1024 * 1024;
 const STORED: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// What a blob holds.
+/// Kind of content in a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlobKind {
     /// A chunk of a stream.
@@ -64,7 +64,7 @@ impl BlobKind {
     }
 }
 
-/// Where a blob lives inside a pack.
+/// Position and sizes of a blob inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobEntry {
     /// Kind of content.

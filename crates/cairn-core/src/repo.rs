@@ -50,7 +50,7 @@ pub struct Repository {
     pub config: RepoConfig,
     /// Local SQLite index.
     pub index: Index,
-    /// What the last sync found.
+    /// Outcome of the last index sync.
     pub sync_report: SyncReport,
 }
 

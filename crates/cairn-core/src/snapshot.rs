@@ -3,9 +3,9 @@
 //! A manifest is JSON, compressed and sealed. Each entry (one stream, such as
 //! `app.dump`) names its size, a keyed hash of the whole stream and its chunk
 //! lists. A chunk list is a blob of 36-byte records `chunk id [32] | length
-//! u32`; lists end where a chunk id matches a fixed bit pattern, so unchanged
-//! stretches of a stream produce identical lists that dedup like chunks, and
-//! a 1 TiB stream needs only a small manifest. Each list records its chunk
+//! u32`. Lists end where a chunk id matches a fixed bit pattern, so unchanged
+//! stretches of a stream produce identical lists that dedup like chunks. A
+//! 1 TiB stream thus needs only a small manifest. Each list records its chunk
 //! count and byte span, so a reader can seek to any offset.
 
 use serde::{Deserialize, Serialize};

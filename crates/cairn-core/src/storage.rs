@@ -2,8 +2,7 @@
 //!
 //! Everything cairn stores goes through [`Storage`]: whole-object reads and
 //! writes, ranged reads, listing and deletion. Only [`Storage::open_local`]
-//! knows which OpenDAL service is behind it, so other services need only a
-//! constructor.
+//! names an OpenDAL service, so other services need only a constructor.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -94,7 +93,7 @@ impl Storage {
         self.local_root.as_deref()
     }
 
-    /// The async runtime that drives backend I/O.
+    /// Returns the async runtime that drives backend I/O.
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }
@@ -147,8 +146,8 @@ impl Storage {
     /// flushed to stable storage.
     pub async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         // IMPORTANT: the fs service writes to .tmp/, calls fsync on the file
-        // and renames it into place; the object is durable when this returns
-        // (the directory entry is made durable by `sync_dirs`).
+        // and renames it into place. The object is durable when this returns,
+        // except for its directory entry, which `sync_dirs` makes durable.
         self.op
             .write(path, bytes)
             .await
@@ -164,7 +163,7 @@ impl Storage {
     /// Makes the directory entries of recently written objects durable.
     ///
     /// On the local filesystem a renamed file can vanish after a power loss
-    /// until its directory is synced; call this before writing an object that
+    /// until its directory is synced. Call this before writing an object that
     /// refers to the ones just written.
     pub fn sync_dirs<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<()> {
         let Some(root) = &self.local_root else {

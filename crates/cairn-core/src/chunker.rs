@@ -209,18 +209,15 @@ impl<R: Read> StreamChunker<R> {
         let max = self.chunker.max_size();
         let want = self.batch_target + max;
         let mut data = std::mem::take(&mut self.carry);
-        data.reserve(want.saturating_sub(data.len()));
-        while !self.eof && data.len() < want {
-            let old = data.len();
-            data.resize(want, 0);
-            match self.reader.read(&mut data[old..]) {
-                Ok(0) => {
-                    data.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => data.truncate(old + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => data.truncate(old),
-                Err(e) => return Err(e),
+        data.reserve_exact(want.saturating_sub(data.len()));
+        if !self.eof && data.len() < want {
+            // `read_to_end` on a `Take` reads into the spare capacity without
+            // zero-filling it first (for files, pipes and stdin), and stops
+            // at the limit or at the end of the stream.
+            let limit = (want - data.len()) as u64;
+            let read = (&mut self.reader).take(limit).read_to_end(&mut data)?;
+            if (read as u64) < limit {
+                self.eof = true;
             }
         }
         if data.is_empty() {

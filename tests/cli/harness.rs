@@ -423,3 +423,27 @@ pub fn assert_same_bytes(actual: &[u8], expected: &[u8], label: &str) {
         "{label}: restored bytes differ from the input, first at this offset"
     );
 }
+
+/// Exit status and stderr of a child whose stdout was closed early.
+pub struct ChildPipes {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+/// Closes the child's stdout without reading it, then waits for it.
+pub fn close_stdout_and_wait(mut child: Child) -> ChildPipes {
+    drop(child.stdout.take());
+    let stderr = child.stderr.take().map(read_to_end_in_thread);
+    let status = wait_with_timeout(
+        &mut child,
+        Duration::from_secs(60),
+        "cairn with a closed stdout",
+    );
+    let stderr = stderr
+        .map(|thread| thread.join().unwrap_or_default())
+        .unwrap_or_default();
+    ChildPipes {
+        status,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}

@@ -8,6 +8,7 @@ mod basics;
 mod cache;
 mod crash;
 mod damage;
+mod operator;
 mod password;
 mod postgres;
 mod producer;

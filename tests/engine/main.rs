@@ -42,7 +42,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("repo");
     let cache = dir.path().join("cache");
-    let storage = Storage::open_local(&repo).expect("storage");
+    let storage = Storage::create_local(&repo).expect("storage");
     Repository::init(storage, PASSPHRASE, &small_options(), &cache).expect("init");
     Fixture {
         _dir: dir,

@@ -1,6 +1,16 @@
 //! The `cairn` command-line tool: parses arguments, calls cairn-core, prints
 //! results and maps errors to documented exit codes.
 
+/// Writes a line to stdout and returns the error from the enclosing
+/// function if stdout is closed, where `println!` would panic.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
 mod commands;
 mod password;
 mod progress;
@@ -26,8 +36,6 @@ pub const EXIT_INTEGRITY: u8 = 3;
 pub const EXIT_KEY: u8 = 4;
 /// Exit code: the producer of the stream failed; no snapshot was written.
 pub const EXIT_PRODUCER: u8 = 5;
-/// Exit code: the repository is locked.
-pub const EXIT_LOCKED: u8 = 6;
 
 /// cairn: encrypted, deduplicating backups of database dumps.
 #[derive(Parser, Debug)]
@@ -42,7 +50,7 @@ pub struct Cli {
 }
 
 const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 error, 2 invalid arguments or input, \
-3 damaged or missing data found, 4 wrong passphrase or key, 5 producer failed (no snapshot), 6 repository locked.\n\
+3 damaged or missing data found, 4 wrong passphrase or key, 5 producer failed (no snapshot).\n\
 The passphrase comes from CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or a prompt on a terminal.";
 
 /// Options shared by every command.
@@ -117,7 +125,6 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 ErrorKind::WrongPassphrase => EXIT_KEY,
                 ErrorKind::Integrity => EXIT_INTEGRITY,
                 ErrorKind::Producer => EXIT_PRODUCER,
-                ErrorKind::Locked => EXIT_LOCKED,
                 ErrorKind::Other => EXIT_ERROR,
             };
         }
@@ -160,6 +167,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
+        // A listing piped into `head` is not a failure. A restore whose
+        // reader stopped early is, and says so below.
+        Err(error) if is_broken_pipe(&error) && !matches!(cli.command, Command::Restore(_)) => {
+            ExitCode::from(EXIT_OK)
+        }
         Err(error) => {
             let code = exit_code(&error);
             if error.downcast_ref::<Reported>().is_none() {

@@ -33,10 +33,11 @@ pub fn read(confirm: bool) -> Result<Zeroizing<String>> {
         .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
         .collect();
     if set.len() > 1 {
-        bail!(
+        return Err(cairn_core::Error::Invalid(format!(
             "several passphrase sources are set ({}); set only one of CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND and CAIRN_PASSWORD",
             set.join(", ")
-        );
+        ))
+        .into());
     }
     let passphrase = match set.first().copied() {
         Some("CAIRN_PASSWORD_FILE") => {

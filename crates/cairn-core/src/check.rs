@@ -61,6 +61,17 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
+/// What the structural check found for one chunk list.
+#[derive(Debug, Default)]
+struct ListFindings {
+    /// Packs holding the list and its chunks.
+    packs: std::collections::HashSet<Id>,
+    /// Chunks that no index object names.
+    missing: Vec<Id>,
+    /// Object and reason when the list itself cannot be read.
+    unreadable: Option<(String, String)>,
+}
+
 /// Receives check progress.
 pub trait CheckProgress: Send + Sync {
     /// Records that a pack of `bytes` bytes was verified.
@@ -109,8 +120,9 @@ impl Repository {
         report.packs = packs.len();
 
         let mut dependents: HashMap<Id, BTreeSet<String>> = HashMap::new();
+        let mut lists = HashMap::new();
         for (id, snapshot) in &snapshots {
-            self.check_snapshot_structure(id, snapshot, &mut dependents, &mut report)?;
+            self.check_snapshot_structure(id, snapshot, &mut lists, &mut dependents, &mut report)?;
         }
 
         let listed: std::collections::HashSet<Id> = self
@@ -198,10 +210,41 @@ impl Repository {
         Ok(snapshots)
     }
 
+    /// Resolves every chunk of one chunk list: the packs it needs and the
+    /// chunks no index object names.
+    fn resolve_list(&self, list: &crate::snapshot::ListRef) -> Result<ListFindings> {
+        let list_id = Id::from_hex(&list.id)?;
+        let mut findings = ListFindings::default();
+        if let Some(location) = self.index.lookup_any(&list_id)? {
+            findings.packs.insert(location.pack);
+        }
+        let chunks = match self.load_list(list) {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                let object = match self.index.lookup_any(&list_id)? {
+                    Some(location) => pack::pack_path(&location.pack),
+                    None => format!("chunk list {}", list.id),
+                };
+                findings.unreadable = Some((object, problem_message(&e)));
+                return Ok(findings);
+            }
+        };
+        for chunk in chunks {
+            match self.index.lookup_any(&chunk.id)? {
+                Some(location) => {
+                    findings.packs.insert(location.pack);
+                }
+                None => findings.missing.push(chunk.id),
+            }
+        }
+        Ok(findings)
+    }
+
     fn check_snapshot_structure(
         &self,
         id: &Id,
         snapshot: &Snapshot,
+        lists: &mut HashMap<String, ListFindings>,
         dependents: &mut HashMap<Id, BTreeSet<String>>,
         report: &mut CheckReport,
     ) -> Result<()> {
@@ -209,42 +252,31 @@ impl Repository {
         for entry in &snapshot.entries {
             let mut missing = Vec::new();
             for list in &entry.lists {
-                let list_id = Id::from_hex(&list.id)?;
-                if let Some(location) = self.index.lookup_any(&list_id)? {
+                // Daily snapshots share most chunk lists, so each distinct
+                // list is resolved once and its findings reused.
+                if !lists.contains_key(&list.id) {
+                    let findings = self.resolve_list(list)?;
+                    lists.insert(list.id.clone(), findings);
+                }
+                let Some(findings) = lists.get(&list.id) else {
+                    continue;
+                };
+                for pack in &findings.packs {
                     dependents
-                        .entry(location.pack)
+                        .entry(*pack)
                         .or_default()
                         .insert(snapshot_id.clone());
                 }
-                let chunks = match self.load_list(list) {
-                    Ok(chunks) => chunks,
-                    Err(e) => {
-                        let object = match self.index.lookup_any(&list_id)? {
-                            Some(location) => pack::pack_path(&location.pack),
-                            None => format!("chunk list {}", list.id),
-                        };
-                        report.problems.push(Problem {
-                            object,
-                            message: format!(
-                                "chunk list of entry {} is unreadable: {}",
-                                entry.name,
-                                problem_message(&e)
-                            ),
-                            snapshots: vec![snapshot_id.clone()],
-                        });
-                        continue;
-                    }
-                };
-                for chunk in chunks {
-                    match self.index.lookup_any(&chunk.id)? {
-                        Some(location) => {
-                            dependents
-                                .entry(location.pack)
-                                .or_default()
-                                .insert(snapshot_id.clone());
-                        }
-                        None => missing.push(chunk.id),
-                    }
+                missing.extend_from_slice(&findings.missing);
+                if let Some((object, message)) = &findings.unreadable {
+                    report.problems.push(Problem {
+                        object: object.clone(),
+                        message: format!(
+                            "chunk list of entry {} is unreadable: {message}",
+                            entry.name
+                        ),
+                        snapshots: vec![snapshot_id.clone()],
+                    });
                 }
             }
             if !missing.is_empty() {

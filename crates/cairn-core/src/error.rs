@@ -19,8 +19,6 @@ pub enum ErrorKind {
     Integrity,
     /// The producer of a backup stream failed.
     Producer,
-    /// The repository is locked by another process.
-    Locked,
     /// Anything else: storage failures, local I/O, the index cache.
     Other,
 }

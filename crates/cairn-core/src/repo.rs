@@ -219,6 +219,18 @@ impl Repository {
         }
     }
 
+    /// Returns the newest snapshot that has an entry named `entry`.
+    pub fn find_latest_with_entry(&self, entry: &str) -> Result<(Id, Snapshot)> {
+        self.index
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, snapshot)| snapshot.entry(entry).is_some())
+            .ok_or_else(|| Error::SnapshotNotFound {
+                query: format!("latest:{entry} (no snapshot has an entry named {entry})"),
+            })
+    }
+
     /// Reads, verifies and decodes one chunk list of an entry.
     pub fn load_list(&self, list: &ListRef) -> Result<Vec<ChunkRef>> {
         let id = Id::from_hex(&list.id)?;

@@ -20,8 +20,12 @@ pub struct Stats {
     pub raw_bytes: u64,
     /// Bytes of all entries of all snapshots (what restoring all would write).
     pub logical_bytes: u64,
-    /// `logical_bytes / stored_bytes`; 0 for an empty repository.
+    /// Deduplication alone: `logical_bytes / raw_bytes`; 0 when empty.
     pub dedup_ratio: f64,
+    /// Compression net of format overhead: `raw_bytes / stored_bytes`.
+    pub compression_ratio: f64,
+    /// Both together: `logical_bytes / stored_bytes`.
+    pub total_ratio: f64,
 }
 
 impl Repository {
@@ -43,11 +47,17 @@ impl Repository {
             stored_bytes,
             raw_bytes,
             logical_bytes,
-            dedup_ratio: if stored_bytes == 0 {
-                0.0
-            } else {
-                logical_bytes as f64 / stored_bytes as f64
-            },
+            dedup_ratio: ratio(logical_bytes, raw_bytes),
+            compression_ratio: ratio(raw_bytes, stored_bytes),
+            total_ratio: ratio(logical_bytes, stored_bytes),
         })
+    }
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
     }
 }

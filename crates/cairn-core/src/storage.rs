@@ -50,19 +50,52 @@ fn storage_error(operation: &'static str, path: &str, source: opendal::Error) ->
     }
 }
 
+fn absolute(root: &Path) -> Result<PathBuf> {
+    if root.is_absolute() {
+        return Ok(root.to_path_buf());
+    }
+    let current =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", e))?;
+    Ok(current.join(root))
+}
+
 impl Storage {
-    /// Opens a repository folder on the local filesystem.
+    /// Opens an existing repository folder on the local filesystem.
     ///
     /// Objects are written to `.tmp/` first, flushed with fsync and renamed
-    /// into place, so a reader never sees a partial object.
+    /// into place, so a reader never sees a partial object. A missing folder
+    /// is an error, so a mistyped path creates nothing.
     pub fn open_local(root: &Path) -> Result<Self> {
-        let root = if root.is_absolute() {
-            root.to_path_buf()
+        let root = absolute(root)?;
+        if !root.is_dir() {
+            return Err(Error::NotARepository {
+                location: root.display().to_string(),
+            });
+        }
+        Self::build_local(root)
+    }
+
+    /// Creates the folder for a new repository, which must be missing or
+    /// empty, and opens it.
+    pub fn create_local(root: &Path) -> Result<Self> {
+        let root = absolute(root)?;
+        if root.exists() {
+            let mut entries = std::fs::read_dir(&root)
+                .map_err(|e| Error::io(format!("cannot read {}", root.display()), e))?;
+            if entries.next().is_some() {
+                return Err(Error::Invalid(format!(
+                    "{} is not empty; create the repository in a new or empty folder",
+                    root.display()
+                )));
+            }
         } else {
-            std::env::current_dir()
-                .map_err(|e| Error::io("cannot read the current directory", e))?
-                .join(root)
-        };
+            std::fs::create_dir_all(&root)
+                .map_err(|e| Error::io(format!("cannot create {}", root.display()), e))?;
+        }
+        Self::build_local(root)
+    }
+
+    fn build_local(root: PathBuf) -> Result<Self> {
         let root_text = root.to_string_lossy().to_string();
         let temp = root.join(TEMP_DIR);
         let builder = opendal::services::Fs::default()
@@ -237,7 +270,7 @@ mod tests {
     #[test]
     fn write_read_list_delete() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open_local(dir.path()).expect("open");
+        let storage = Storage::create_local(&dir.path().join("repo")).expect("create");
         storage
             .write("data/ab/abc", b"hello world".to_vec())
             .expect("write");
@@ -260,5 +293,25 @@ mod tests {
         assert!(storage.exists("data/ab/abc").expect("stat"));
         storage.delete("data/ab/abc").expect("delete");
         assert!(!storage.exists("data/ab/abc").expect("stat"));
+    }
+
+    #[test]
+    fn open_missing_folder_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("typo");
+        let result = Storage::open_local(&missing);
+        assert!(
+            matches!(result, Err(Error::NotARepository { .. })),
+            "{result:?}"
+        );
+        assert!(!missing.exists(), "opening a missing folder created it");
+    }
+
+    #[test]
+    fn create_rejects_non_empty_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("notes.txt"), b"unrelated").expect("write");
+        let result = Storage::create_local(dir.path());
+        assert!(matches!(result, Err(Error::Invalid(_))), "{result:?}");
     }
 }

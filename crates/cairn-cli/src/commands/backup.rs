@@ -16,8 +16,10 @@ use crate::progress::Bar;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     cairn backup --name app.dump -- pg_dump -Fc -Z0 app\n  \
-    pg_dump -Fc -Z0 app | cairn backup --stdin --name app.dump\n  \
-    cairn backup /var/backups/globals.sql /var/backups/app.dump")]
+    cairn backup /var/backups/globals.sql /var/backups/app.dump\n\n\
+Prefer running the producer after `--`: cairn then sees its exit status and writes no snapshot \
+when it fails. With --stdin, cairn cannot tell a dump cut short by a failing producer from a \
+complete one, and stores what it received.")]
 pub struct BackupArgs {
     /// Entry name for --stdin or a command [required with them], or for a single file.
     #[arg(long, value_name = "NAME")]
@@ -55,7 +57,7 @@ fn build_sources(args: &BackupArgs) -> Result<(Vec<Source>, Option<Vec<String>>)
         })?;
         if std::io::stdin().is_terminal() {
             bail!(
-                "--stdin is a terminal; pipe the stream into cairn, e.g. `pg_dump -Fc app | cairn backup --stdin --name app.dump`"
+                "--stdin is a terminal; pipe a stream into cairn, or let cairn run the producer: `cairn backup --name app.dump -- pg_dump -Fc -Z0 app`"
             );
         }
         let source = Source {
@@ -79,6 +81,24 @@ fn build_sources(args: &BackupArgs) -> Result<(Vec<Source>, Option<Vec<String>>)
             producer: Some(producer),
         };
         return Ok((vec![source], Some(args.command.clone())));
+    }
+    for path in &args.files {
+        if !path.exists() {
+            let words: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
+            return Err(cairn_core::Error::Invalid(format!(
+                "file {} does not exist; to run a command, put it after `--`: cairn backup --name NAME -- {}",
+                path.display(),
+                words.join(" ")
+            ))
+            .into());
+        }
+        if path.is_dir() {
+            return Err(cairn_core::Error::Invalid(format!(
+                "{} is a directory; cairn backs up streams and single files",
+                path.display()
+            ))
+            .into());
+        }
     }
     if args.name.is_some() && args.files.len() > 1 {
         return Err(cairn_core::Error::Invalid("--name applies to a single FILE; entries of several files are named by their file names".into()).into());
@@ -124,7 +144,7 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
         return super::print_json(&summary);
     }
     let rate = summary.bytes_read as f64 / summary.duration_secs.max(1e-9) / 1e6;
-    println!(
+    crate::say!(
         "snapshot {} saved: read {} in {:.1} s ({rate:.0} MB/s), {} new, {} added to the repository",
         &summary.snapshot[..8],
         HumanBytes(summary.bytes_read),
@@ -133,7 +153,7 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
         HumanBytes(summary.stored_bytes)
     );
     for entry in &summary.entries {
-        println!(
+        crate::say!(
             "  {}: {} in {} chunks, {} new",
             entry.name,
             HumanBytes(entry.size),

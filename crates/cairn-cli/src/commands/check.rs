@@ -69,7 +69,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
                 problem.object, problem.message, dependents
             );
         }
-        println!(
+        crate::say!(
             "checked {} snapshot(s) and {} pack(s); read and verified {} pack(s), {} blob(s), {}",
             report.snapshots,
             report.packs,
@@ -78,13 +78,13 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             HumanBytes(report.bytes_read)
         );
         if report.unindexed_packs > 0 {
-            println!(
+            crate::say!(
                 "{} pack(s) are not named by any index object (left by an interrupted backup); they are harmless",
                 report.unindexed_packs
             );
         }
         if report.problems.is_empty() {
-            println!("no errors were found");
+            crate::say!("no errors were found");
         } else {
             eprintln!(
                 "{} problem(s) found; restore the named objects from a copy of the repository, and do not rely on the listed snapshots",

@@ -59,9 +59,11 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     };
     options.chunker.validate()?;
     options.kdf.validate()?;
-    let storage = super::open_storage(global)?;
     let cache = super::cache_dir(global)?;
+    // The passphrase is read before anything is created, so a mistyped
+    // confirmation leaves no folder behind.
     let passphrase = crate::password::read(true)?;
+    let storage = super::create_storage(global)?;
     let started = Instant::now();
     let repository = Repository::init(storage, passphrase.as_bytes(), &options, &cache)?;
     let elapsed = started.elapsed();
@@ -72,12 +74,12 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             "config": repository.config,
         }))?;
     } else {
-        println!(
+        crate::say!(
             "created cairn repository {} at {}",
             repository.config.id,
             repository.storage.location()
         );
-        println!(
+        crate::say!(
             "chunks {}/{}/{} bytes (min/avg/max), packs {} bytes, zstd level {}; key derivation took {} ms",
             options.chunker.min_size,
             options.chunker.avg_size,
@@ -86,7 +88,9 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             options.compression_level,
             elapsed.as_millis()
         );
-        println!("keep the passphrase safe: without it no data in this repository can be restored");
+        crate::say!(
+            "keep the passphrase safe: without it no data in this repository can be restored"
+        );
     }
     Ok(())
 }

@@ -15,14 +15,23 @@ use cairn_core::storage::Storage;
 
 use crate::GlobalArgs;
 
-/// Opens the backend named by `--repo` or `CAIRN_REPOSITORY`.
-pub fn open_storage(global: &GlobalArgs) -> Result<Storage> {
+fn repository_path(global: &GlobalArgs) -> Result<&PathBuf> {
     let path = global.repo.as_ref().ok_or_else(|| {
         cairn_core::Error::Invalid(
             "no repository given: pass --repo PATH or set CAIRN_REPOSITORY".into(),
         )
     })?;
-    Ok(Storage::open_local(path)?)
+    Ok(path)
+}
+
+/// Opens the existing backend named by `--repo` or `CAIRN_REPOSITORY`.
+pub fn open_storage(global: &GlobalArgs) -> Result<Storage> {
+    Ok(Storage::open_local(repository_path(global)?)?)
+}
+
+/// Creates the folder of a new repository.
+pub fn create_storage(global: &GlobalArgs) -> Result<Storage> {
+    Ok(Storage::create_local(repository_path(global)?)?)
 }
 
 /// Resolves the cache folder.
@@ -58,6 +67,6 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode JSON output")?;
-    println!("{text}");
+    crate::say!("{text}");
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `cairn restore`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -18,16 +18,12 @@ use crate::progress::Bar;
 Every chunk and the whole stream are verified. With --stdout, a failure exits non-zero after \
 some bytes may have been written: use `set -o pipefail` in scripts.")]
 pub struct RestoreArgs {
-    /// Snapshot id prefix or `latest`, optionally followed by `:ENTRY`.
+    /// Snapshot id prefix or `latest`, optionally followed by `:ENTRY`;
+    /// `latest:ENTRY` is the newest snapshot that has that entry.
     #[arg(value_name = "SNAPSHOT[:ENTRY]")]
     pub snapshot: String,
     /// File to write; created through a temporary file and renamed on success.
-    #[arg(
-        long,
-        value_name = "PATH",
-        conflicts_with = "stdout",
-        required_unless_present = "stdout"
-    )]
+    #[arg(long, value_name = "PATH", conflicts_with = "stdout")]
     pub target: Option<PathBuf>,
     /// Write the entry to standard output.
     #[arg(long)]
@@ -39,6 +35,18 @@ pub struct RestoreArgs {
 
 /// Restores one entry.
 pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    if args.target.is_none() && !args.stdout {
+        return Err(cairn_core::Error::Invalid(
+            "say where to write the entry: --target PATH for a file, or --stdout to pipe it (for example into pg_restore)".into(),
+        )
+        .into());
+    }
+    if args.stdout && std::io::stdout().is_terminal() {
+        return Err(cairn_core::Error::Invalid(
+            "stdout is a terminal; pipe it into a program (`| pg_restore -d NAME`) or a file, or use --target PATH".into(),
+        )
+        .into());
+    }
     if global.json && args.stdout {
         return Err(cairn_core::Error::Invalid(
             "--json cannot be combined with --stdout, because the entry itself is written to stdout".into(),
@@ -50,6 +58,14 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         None => (args.snapshot.as_str(), None),
     };
     if let Some(target) = &args.target {
+        if target.is_dir() {
+            return Err(cairn_core::Error::Invalid(format!(
+                "{} is a directory; give the path of the file to create, such as {}/app.dump",
+                target.display(),
+                target.display()
+            ))
+            .into());
+        }
         if !args.overwrite && target.exists() {
             return Err(Error::TargetExists {
                 path: target.display().to_string(),
@@ -58,7 +74,10 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         }
     }
     let repository = super::open_repository(global)?;
-    let (id, snapshot) = repository.find_snapshot(snapshot_ref)?;
+    let (id, snapshot) = match (snapshot_ref, entry_name) {
+        ("latest", Some(entry)) => repository.find_latest_with_entry(entry)?,
+        _ => repository.find_snapshot(snapshot_ref)?,
+    };
     let entry = repository.select_entry(&id, &snapshot, entry_name)?;
     let bar = Bar::new(
         global.json || args.stdout,

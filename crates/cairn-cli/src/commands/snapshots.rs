@@ -59,12 +59,15 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
         return super::print_json(&rows);
     }
     if snapshots.is_empty() {
-        println!("no snapshots");
+        crate::say!("no snapshots");
         return Ok(());
     }
-    println!(
+    crate::say!(
         "{:<10} {:<20} {:<16} {:<12} ENTRIES",
-        "ID", "TIME (UTC)", "HOST", "TAGS"
+        "ID",
+        "TIME (UTC)",
+        "HOST",
+        "TAGS"
     );
     for (id, snapshot) in &snapshots {
         let time: String = snapshot
@@ -79,7 +82,7 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
             .map(|e| format!("{} ({})", e.name, HumanBytes(e.size)))
             .collect::<Vec<_>>()
             .join(", ");
-        println!(
+        crate::say!(
             "{:<10} {:<20} {:<16} {:<12} {}",
             id.short(),
             time,
@@ -88,6 +91,6 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
             entries
         );
     }
-    println!("{} snapshot(s)", snapshots.len());
+    crate::say!("{} snapshot(s)", snapshots.len());
     Ok(())
 }

@@ -17,24 +17,35 @@ pub fn run(global: &GlobalArgs, _args: &StatsArgs) -> Result<()> {
     if global.json {
         return super::print_json(&stats);
     }
-    println!("snapshots:        {}", stats.snapshots);
-    println!("packs:            {}", stats.packs);
-    println!("chunks:           {}", stats.chunks);
-    println!(
+    crate::say!("snapshots:        {}", stats.snapshots);
+    crate::say!("packs:            {}", stats.packs);
+    crate::say!("chunks:           {}", stats.chunks);
+    crate::say!(
         "stored:           {} ({} bytes)",
         HumanBytes(stats.stored_bytes),
         stats.stored_bytes
     );
-    println!(
+    crate::say!(
         "unique plaintext: {} ({} bytes)",
         HumanBytes(stats.raw_bytes),
         stats.raw_bytes
     );
-    println!(
+    crate::say!(
         "all snapshots:    {} ({} bytes)",
         HumanBytes(stats.logical_bytes),
         stats.logical_bytes
     );
-    println!("dedup ratio:      {:.2}", stats.dedup_ratio);
+    crate::say!(
+        "dedup ratio:      {:.2} (all snapshots / unique plaintext)",
+        stats.dedup_ratio
+    );
+    crate::say!(
+        "compression:      {:.2} (unique plaintext / stored)",
+        stats.compression_ratio
+    );
+    crate::say!(
+        "total ratio:      {:.2} (all snapshots / stored)",
+        stats.total_ratio
+    );
     Ok(())
 }

@@ -50,15 +50,14 @@ fn plan_reads(window: &[Location]) -> Vec<ReadPlan> {
     for (i, location) in window.iter().enumerate() {
         let start = location.entry.offset;
         let end = start + u64::from(location.entry.length);
-        if let Some(last) = plans.last_mut() {
-            if last.pack == location.pack
-                && start >= last.range.end
-                && start - last.range.end <= MERGE_GAP
-            {
-                last.range.end = end;
-                last.members.push(i);
-                continue;
-            }
+        if let Some(last) = plans.last_mut()
+            && last.pack == location.pack
+            && start >= last.range.end
+            && start - last.range.end <= MERGE_GAP
+        {
+            last.range.end = end;
+            last.members.push(i);
+            continue;
         }
         plans.push(ReadPlan {
             pack: location.pack,

@@ -169,7 +169,9 @@ pub fn encode_list(chunks: &[ChunkRef]) -> Vec<u8> {
 
 /// Decodes a chunk list and checks it against its reference.
 pub fn decode_list(bytes: &[u8], list: &ListRef, object: &str) -> Result<Vec<ChunkRef>> {
-    if bytes.len() % LIST_RECORD_LEN != 0 || bytes.len() / LIST_RECORD_LEN != list.chunks as usize {
+    if !bytes.len().is_multiple_of(LIST_RECORD_LEN)
+        || bytes.len() / LIST_RECORD_LEN != list.chunks as usize
+    {
         return Err(Error::corrupt(
             object,
             format!(

@@ -15,6 +15,8 @@
 //! `data/<first two hex digits>/<BLAKE3 of the pack bytes>`, so bit rot is
 //! detectable by hashing, without the key.
 
+use std::cell::RefCell;
+
 use crate::crypto::{self, Domain, Keys};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -95,6 +97,38 @@ pub fn pack_name_from_path(path: &str) -> Option<Id> {
     (dir.len() == 2 && name.starts_with(dir)).then_some(id)
 }
 
+thread_local! {
+    /// One zstd compression context per thread and level. Creating a context
+    /// per chunk cost about 10% of a first backup in a profile.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    /// One zstd decompression context per thread.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(plaintext: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(current, _)| *current != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(plaintext).ok()
+    })
+}
+
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(decompressor) => decompressor.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
+}
+
 /// Compresses and seals one blob. Returns the sealed bytes.
 pub fn seal_blob(
     keys: &Keys,
@@ -104,7 +138,7 @@ pub fn seal_blob(
     level: i32,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let compressed = zstd::bulk::compress(plaintext, level).ok();
+    let compressed = compress(plaintext, level);
     let mut body = Vec::with_capacity(plaintext.len() + 1);
     match compressed {
         Some(c) if c.len() < plaintext.len() => {
@@ -138,7 +172,7 @@ pub fn open_blob(keys: &Keys, entry: &BlobEntry, sealed: &[u8], object: &str) ->
     };
     let plaintext = match marker {
         STORED => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, entry.raw_length as usize)
+        ZSTD => decompress(payload, entry.raw_length as usize)
             .map_err(|e| Error::corrupt(label(), format!("zstd decompression failed: {e}")))?,
         other => {
             return Err(Error::corrupt(

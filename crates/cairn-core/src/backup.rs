@@ -520,6 +520,11 @@ impl Repository {
             }
         }
         let _lock = Lock::shared(&self.storage, &self.keys, "backup")?;
+        info!(
+            entries = %sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
+            location = self.storage.location(),
+            "backup started"
+        );
         let chunker = Chunker::new(self.config.chunker, self.keys.gear())?;
         let pack_size = self.config.pack_size as usize;
         let mut session = Session {
@@ -540,6 +545,13 @@ impl Repository {
         for source in sources {
             match backup_entry(&mut session, &chunker, source, options.allow_empty) {
                 Ok((entry, summary)) => {
+                    info!(
+                        entry = %summary.name,
+                        size = summary.size,
+                        chunks = summary.chunks,
+                        new_chunks = summary.new_chunks,
+                        "entry stored"
+                    );
                     entries.push(entry);
                     summaries.push(summary);
                 }

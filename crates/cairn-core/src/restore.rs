@@ -160,6 +160,7 @@ impl Repository {
         out: &mut (dyn Write + Send),
         progress: &dyn RestoreProgress,
     ) -> Result<()> {
+        tracing::info!(entry = %entry.name, size = entry.size, "restore started");
         let (plan_sender, plan_receiver) = sync_channel::<Vec<Location>>(1);
         let (data_sender, data_receiver) = sync_channel::<Result<Vec<Vec<u8>>>>(1);
         let storage = self.storage.clone();
@@ -173,7 +174,9 @@ impl Repository {
                 .join()
                 .map_err(|_| Error::Invalid("restore writer thread panicked".into()))?;
             planned?;
-            written
+            written?;
+            tracing::info!(entry = %entry.name, size = entry.size, "restore finished; stream hash verified");
+            Ok(())
         })
     }
 

@@ -12,3 +12,5 @@ mod operator;
 mod password;
 mod postgres;
 mod producer;
+mod prune;
+mod retention;

@@ -206,3 +206,116 @@ proptest! {
         prop_assert!(restored == data);
     }
 }
+
+fn backup_at(
+    repo: &mut Repository,
+    name: &str,
+    data: &[u8],
+    time: &str,
+) -> cairn_core::Result<cairn_core::backup::BackupSummary> {
+    let source = Source {
+        name: name.to_string(),
+        reader: Box::new(Cursor::new(data.to_vec())),
+        producer: None,
+    };
+    let options = BackupOptions {
+        time: Some(time.to_string()),
+        ..BackupOptions::default()
+    };
+    repo.backup(vec![source], &options, &NoProgress)
+}
+
+fn object_count(fixture: &Fixture, prefix: &str) -> usize {
+    let storage = Storage::open_local(&fixture.repo).expect("storage");
+    storage.list(prefix).expect("list").len()
+}
+
+#[test]
+fn backup_records_given_time_in_utc() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let summary =
+        backup_at(&mut repo, "a", b"some data", "2026-12-03T03:00:00+01:00").expect("backup");
+    let (_, snapshot) = repo.find_snapshot(&summary.snapshot).expect("find");
+    assert_eq!(snapshot.time, "2026-12-03T02:00:00.000000000Z");
+    assert!(
+        snapshot.finished >= snapshot.time && snapshot.finished.starts_with("2026-12-03T02:00:"),
+        "finished {} should follow the given start time",
+        snapshot.finished
+    );
+
+    let rejected = backup_at(&mut repo, "a", b"more data", "3 December 2026");
+    assert!(
+        matches!(rejected, Err(cairn_core::Error::Invalid(_))),
+        "unexpected result: {:?}",
+        rejected.err()
+    );
+    assert_eq!(
+        object_count(&fixture, "snapshots/"),
+        1,
+        "a rejected backup wrote a snapshot"
+    );
+}
+
+#[test]
+fn forget_deletes_only_snapshot_objects() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let old_data = pseudo_random(100_000, 5);
+    let new_data = pseudo_random(100_000, 6);
+    let old = backup_at(&mut repo, "a", &old_data, "2026-12-01T02:00:00Z").expect("backup");
+    let new = backup_at(&mut repo, "a", &new_data, "2026-12-02T02:00:00Z").expect("backup");
+    let packs_before = object_count(&fixture, "data/");
+    let index_before = object_count(&fixture, "index/");
+
+    let old_id = cairn_core::Id::from_hex(&old.snapshot).expect("id");
+    repo.forget(&[old_id]).expect("forget");
+
+    assert_eq!(object_count(&fixture, "snapshots/"), 1);
+    assert_eq!(
+        object_count(&fixture, "data/"),
+        packs_before,
+        "forget touched packs"
+    );
+    assert_eq!(
+        object_count(&fixture, "index/"),
+        index_before,
+        "forget touched index objects"
+    );
+    assert_eq!(
+        object_count(&fixture, "locks/"),
+        0,
+        "forget left its lock behind"
+    );
+    let listed: Vec<String> = repo
+        .index
+        .snapshots()
+        .expect("snapshots")
+        .iter()
+        .map(|(id, _)| id.to_hex())
+        .collect();
+    assert_eq!(listed, vec![new.snapshot.clone()]);
+
+    // A fresh cache rebuilt from the backend agrees.
+    let storage = Storage::open_local(&fixture.repo).expect("storage");
+    let fresh_cache = fixture._dir.path().join("fresh-cache");
+    let reopened = Repository::open(storage, PASSPHRASE, &fresh_cache).expect("open");
+    assert_eq!(reopened.index.snapshots().expect("snapshots").len(), 1);
+    assert!(restore(&reopened, &new.snapshot, "a") == new_data);
+}
+
+#[test]
+fn forget_unknown_id_deletes_nothing() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let kept = backup_at(&mut repo, "a", b"data", "2026-12-01T02:00:00Z").expect("backup");
+    let kept_id = cairn_core::Id::from_hex(&kept.snapshot).expect("id");
+    let unknown = cairn_core::Id([7; 32]);
+    let result = repo.forget(&[kept_id, unknown]);
+    assert!(
+        matches!(result, Err(cairn_core::Error::SnapshotNotFound { .. })),
+        "unexpected result: {result:?}"
+    );
+    assert_eq!(object_count(&fixture, "snapshots/"), 1);
+    assert_eq!(repo.index.snapshots().expect("snapshots").len(), 1);
+}

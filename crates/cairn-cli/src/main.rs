@@ -36,6 +36,8 @@ pub const EXIT_INTEGRITY: u8 = 3;
 pub const EXIT_KEY: u8 = 4;
 /// Exit code: the producer of the stream failed; no snapshot was written.
 pub const EXIT_PRODUCER: u8 = 5;
+/// Exit code: another process holds a conflicting lock, or the lock was lost.
+pub const EXIT_LOCKED: u8 = 6;
 
 /// cairn: encrypted, deduplicating backups of database dumps.
 #[derive(Parser, Debug)]
@@ -50,7 +52,8 @@ pub struct Cli {
 }
 
 const EXIT_CODES_HELP: &str = "Exit codes: 0 success, 1 error, 2 invalid arguments or input, \
-3 damaged or missing data found, 4 wrong passphrase or key, 5 producer failed (no snapshot).\n\
+3 damaged or missing data found, 4 wrong passphrase or key, 5 producer failed (no snapshot), \
+6 repository locked by another process.\n\
 The passphrase comes from CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or a prompt on a terminal.";
 
 /// Options shared by every command.
@@ -85,6 +88,14 @@ pub enum Command {
     Check(commands::check::CheckArgs),
     /// Show sizes, counts and the dedup ratio.
     Stats(commands::stats::StatsArgs),
+    /// Remove snapshots that a retention policy does not keep.
+    Forget(commands::forget::ForgetArgs),
+    /// Delete and repack data that no snapshot needs.
+    Prune(commands::prune::PruneArgs),
+    /// Remove stale locks left by crashed processes.
+    Unlock(commands::unlock::UnlockArgs),
+    /// Rebuild repository metadata from the data that exists.
+    Repair(commands::repair::RepairArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -125,6 +136,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 ErrorKind::WrongPassphrase => EXIT_KEY,
                 ErrorKind::Integrity => EXIT_INTEGRITY,
                 ErrorKind::Producer => EXIT_PRODUCER,
+                ErrorKind::Locked => EXIT_LOCKED,
                 ErrorKind::Other => EXIT_ERROR,
             };
         }
@@ -164,6 +176,10 @@ fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(&cli.global, args),
         Command::Check(args) => commands::check::run(&cli.global, args),
         Command::Stats(args) => commands::stats::run(&cli.global, args),
+        Command::Forget(args) => commands::forget::run(&cli.global, args),
+        Command::Prune(args) => commands::prune::run(&cli.global, args),
+        Command::Unlock(args) => commands::unlock::run(&cli.global, args),
+        Command::Repair(args) => commands::repair::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -73,6 +73,10 @@ pub struct BackupOptions {
     pub command: Option<Vec<String>>,
     /// Accept empty streams.
     pub allow_empty: bool,
+    /// Start time to record instead of the current time, RFC 3339 with any
+    /// offset; for tests and for importing old dumps. The finish time is
+    /// this plus the duration of the backup.
+    pub time: Option<String>,
 }
 
 /// Counts for one entry.
@@ -237,6 +241,7 @@ struct Session<'a> {
     stored_bytes: u64,
     packs: u64,
     progress: &'a dyn Progress,
+    lock: &'a Lock,
 }
 
 impl Session<'_> {
@@ -308,6 +313,8 @@ impl Session<'_> {
         if records.is_empty() {
             return Ok(());
         }
+        // A backup whose lock was lost may race a prune: commit nothing.
+        self.lock.ensure_held()?;
         let paths: Vec<String> = records.iter().map(|r| pack::pack_path(&r.name)).collect();
         // IMPORTANT: make the packs' directory entries durable before the
         // index object that names them exists.
@@ -508,7 +515,11 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<BackupSummary> {
         let started = Instant::now();
-        let time = snapshot::now_rfc3339();
+        let start_time = match &options.time {
+            Some(text) => snapshot::parse_rfc3339(text)?,
+            None => std::time::SystemTime::now(),
+        };
+        let time = snapshot::format_rfc3339(start_time);
         let mut names = HashSet::new();
         for source in &sources {
             validate_entry_name(&source.name)?;
@@ -519,7 +530,7 @@ impl Repository {
                 )));
             }
         }
-        let _lock = Lock::shared(&self.storage, &self.keys, "backup")?;
+        let lock = Lock::shared(&self.storage, &self.keys, "backup")?;
         info!(
             entries = %sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
             location = self.storage.location(),
@@ -539,6 +550,7 @@ impl Repository {
             stored_bytes: 0,
             packs: 0,
             progress,
+            lock: &lock,
         };
         let mut entries = Vec::new();
         let mut summaries = Vec::new();
@@ -571,7 +583,7 @@ impl Repository {
         let snapshot = Snapshot {
             format_version: SNAPSHOT_VERSION,
             time,
-            finished: snapshot::now_rfc3339(),
+            finished: snapshot::format_rfc3339(start_time + started.elapsed()),
             host: crate::host_name(),
             user: crate::user_name(),
             tags: options.tags.clone(),
@@ -581,6 +593,7 @@ impl Repository {
         };
         let (id, bytes) = snapshot.encode(&self.keys)?;
         let path = snapshot::snapshot_path(&id);
+        lock.ensure_held()?;
         // IMPORTANT: the snapshot is written last, after the packs and the
         // index objects it depends on are durable.
         self.storage.write(&path, bytes)?;

@@ -102,6 +102,7 @@ impl std::fmt::Debug for SecretKey {
 }
 
 /// Every key derived from the master secret of a repository.
+#[derive(Clone)]
 pub struct Keys {
     master: SecretKey,
     chunk_id: SecretKey,

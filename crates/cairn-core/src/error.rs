@@ -19,6 +19,8 @@ pub enum ErrorKind {
     Integrity,
     /// The producer of a backup stream failed.
     Producer,
+    /// Another process holds a conflicting lock.
+    Locked,
     /// Anything else: storage failures, local I/O, the index cache.
     Other,
 }
@@ -189,6 +191,10 @@ pub enum Error {
     /// The operation was interrupted by a signal.
     #[error("interrupted")]
     Interrupted,
+
+    /// A conflicting lock exists, or this process lost its lock.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -202,6 +208,7 @@ impl Error {
             | Error::UnsupportedVersion { .. }
             | Error::MissingChunk { .. } => ErrorKind::Integrity,
             Error::Producer(_) => ErrorKind::Producer,
+            Error::Locked(_) => ErrorKind::Locked,
             Error::NotARepository { .. }
             | Error::AlreadyExists { .. }
             | Error::SnapshotNotFound { .. }

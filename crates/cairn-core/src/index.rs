@@ -444,6 +444,15 @@ impl Index {
         Ok(())
     }
 
+    /// Removes a snapshot from the index; a snapshot that is not there is
+    /// ignored.
+    pub fn remove_snapshot(&mut self, id: &Id) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Returns all readable snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let mut stmt = self

@@ -288,6 +288,16 @@ impl PackBuilder {
         self.bytes.extend_from_slice(sealed);
     }
 
+    /// Appends a sealed blob copied from another pack, keeping its record.
+    pub fn push_entry(&mut self, entry: &BlobEntry, sealed: &[u8]) {
+        self.entries.push(BlobEntry {
+            offset: self.bytes.len() as u64,
+            length: sealed.len() as u32,
+            ..*entry
+        });
+        self.bytes.extend_from_slice(sealed);
+    }
+
     /// Bytes of blobs so far.
     pub fn len(&self) -> usize {
         self.bytes.len()
@@ -324,37 +334,44 @@ impl PackBuilder {
     }
 }
 
-/// Reads the list of blobs from a whole pack and checks that it accounts for
-/// every byte before the header.
-pub fn read_header(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<BlobEntry>> {
-    if pack.len() < TRAILER_LEN + crypto::ENVELOPE_OVERHEAD {
+/// Bytes of the trailer at the end of every pack.
+pub const PACK_TRAILER_LEN: usize = TRAILER_LEN;
+
+/// Locates the header from a pack's length and its last
+/// [`PACK_TRAILER_LEN`] bytes. Returns the header's byte range.
+pub fn header_range(pack_len: u64, trailer: &[u8], object: &str) -> Result<std::ops::Range<u64>> {
+    if pack_len < (TRAILER_LEN + crypto::ENVELOPE_OVERHEAD) as u64 || trailer.len() != TRAILER_LEN {
         return Err(Error::corrupt(
             object,
-            format!("pack of {} bytes is too short", pack.len()),
+            format!("pack of {pack_len} bytes is too short"),
         ));
     }
-    let trailer = &pack[pack.len() - TRAILER_LEN..];
     if &trailer[4..] != PACK_MAGIC {
         return Err(Error::corrupt(
             object,
             "pack trailer magic is missing (truncated or not a pack)",
         ));
     }
-    let header_len = u32_at(trailer, 0) as usize;
-    let header_end = pack.len() - TRAILER_LEN;
-    if header_len > header_end || header_len < crypto::ENVELOPE_OVERHEAD {
+    let header_len = u64::from(u32_at(trailer, 0));
+    let header_end = pack_len - TRAILER_LEN as u64;
+    if header_len > header_end || header_len < crypto::ENVELOPE_OVERHEAD as u64 {
         return Err(Error::corrupt(
             object,
             format!("pack header length {header_len} is impossible"),
         ));
     }
-    let header_start = header_end - header_len;
-    let header = keys.open(
-        Domain::PackHeader,
-        b"",
-        &pack[header_start..header_end],
-        object,
-    )?;
+    Ok(header_end - header_len..header_end)
+}
+
+/// Opens a pack header that starts at `header_start` and checks that its
+/// records account for every byte before it.
+pub fn parse_header(
+    keys: &Keys,
+    sealed_header: &[u8],
+    header_start: u64,
+    object: &str,
+) -> Result<Vec<BlobEntry>> {
+    let header = keys.open(Domain::PackHeader, b"", sealed_header, object)?;
     if header.len() < 4 {
         return Err(Error::corrupt(object, "pack header is empty"));
     }
@@ -367,13 +384,29 @@ pub fn read_header(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<BlobEnt
     }
     let entries = decode_records(&header[4..], count, object)?;
     let covered: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-    if covered != header_start as u64 {
+    if covered != header_start {
         return Err(Error::corrupt(
             object,
             format!("pack header lists {covered} bytes of blobs, the pack holds {header_start}"),
         ));
     }
     Ok(entries)
+}
+
+/// Reads the list of blobs from a whole pack and checks that it accounts for
+/// every byte before the header.
+pub fn read_header(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<BlobEntry>> {
+    let len = pack.len() as u64;
+    let trailer = pack
+        .get(pack.len().saturating_sub(TRAILER_LEN)..)
+        .unwrap_or_default();
+    let range = header_range(len, trailer, object)?;
+    parse_header(
+        keys,
+        &pack[range.start as usize..range.end as usize],
+        range.start,
+        object,
+    )
 }
 
 #[cfg(test)]

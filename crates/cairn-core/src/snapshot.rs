@@ -8,6 +8,8 @@
 //! 1 TiB stream thus needs only a small manifest. Each list records its chunk
 //! count and byte span, so a reader can seek to any offset.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Domain, Keys};
@@ -202,7 +204,27 @@ pub fn decode_list(bytes: &[u8], list: &ListRef, object: &str) -> Result<Vec<Chu
 
 /// Current time in RFC 3339, UTC, with nanoseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+    format_rfc3339(SystemTime::now())
+}
+
+/// Formats a time as snapshots store it: RFC 3339 in UTC with nine fraction
+/// digits, so that snapshot times sort correctly as text.
+pub fn format_rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(time).to_string()
+}
+
+/// Parses an RFC 3339 timestamp with any offset, such as
+/// `2026-12-03T02:00:00Z` or `2026-12-03T03:00:00+01:00`. Years before 1970
+/// or after 9999 are rejected, because [`format_rfc3339`] cannot write them.
+pub fn parse_rfc3339(text: &str) -> Result<SystemTime> {
+    let timestamp = crate::retention::parse_timestamp(text)?;
+    let year = timestamp.to_zoned(jiff::tz::TimeZone::UTC).year();
+    if !(1970..=9999).contains(&year) {
+        return Err(Error::Invalid(format!(
+            "time {text:?} is out of range: use a year from 1970 to 9999"
+        )));
+    }
+    Ok(SystemTime::from(timestamp))
 }
 
 #[cfg(test)]
@@ -244,6 +266,15 @@ mod tests {
             Snapshot::decode(&other, &id, &bytes).is_err(),
             "manifest from another repository accepted"
         );
+    }
+
+    #[test]
+    fn rfc3339_parse_normalizes_to_utc() {
+        let time = parse_rfc3339("2026-12-03T03:00:00+01:00").expect("parse");
+        assert_eq!(format_rfc3339(time), "2026-12-03T02:00:00.000000000Z");
+        for bad in ["2026-12-03", "yesterday", "1969-12-31T23:59:59Z", ""] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

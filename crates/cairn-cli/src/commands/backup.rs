@@ -33,6 +33,9 @@ pub struct BackupArgs {
     /// Accept an empty stream instead of failing.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Start time to record instead of now, RFC 3339; for tests and imports of old dumps.
+    #[arg(long, hide = true, value_name = "RFC3339")]
+    pub time: Option<String>,
     /// Files to back up, one entry each, named by file name.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -125,12 +128,17 @@ fn build_sources(args: &BackupArgs) -> Result<(Vec<Source>, Option<Vec<String>>)
 
 /// Runs one backup.
 pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
+    // Checked before a producer starts; the backup checks it again.
+    if let Some(time) = &args.time {
+        cairn_core::snapshot::parse_rfc3339(time)?;
+    }
     let mut repository = super::open_repository(global)?;
     let (sources, command) = build_sources(args)?;
     let options = BackupOptions {
         tags: args.tags.clone(),
         command,
         allow_empty: args.allow_empty,
+        time: args.time.clone(),
     };
     let bar = Bar::new(
         global.json,

@@ -39,6 +39,7 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
 /// Checks the repository; exits with code 3 when anything is damaged.
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
+    let _lock = super::read_lock(&repository, "check")?;
     let read_data = match (args.read_data, args.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(fraction)) => ReadData::Subset(fraction),

@@ -2,10 +2,14 @@
 
 pub mod backup;
 pub mod check;
+pub mod forget;
 pub mod init;
+pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod unlock;
 
 use std::path::PathBuf;
 
@@ -62,6 +66,24 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
             )
         })?;
     Ok(repository)
+}
+
+/// Takes a shared lock for a reading command. A repository that cannot be
+/// written to (read-only media during a disaster recovery) is still read,
+/// with a warning; a conflicting lock is an error.
+pub fn read_lock(repository: &Repository, command: &str) -> Result<Option<cairn_core::lock::Lock>> {
+    match cairn_core::lock::Lock::shared(&repository.storage, &repository.keys, command) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(cairn_core::Error::Storage {
+            operation: "write",
+            path,
+            source,
+        }) => {
+            tracing::warn!(lock = %path, error = %source, "cannot write a lock; continuing without one");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Prints a value as pretty JSON on stdout.

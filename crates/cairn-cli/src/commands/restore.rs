@@ -74,6 +74,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         }
     }
     let repository = super::open_repository(global)?;
+    let _lock = super::read_lock(&repository, "restore")?;
     let (id, snapshot) = match (snapshot_ref, entry_name) {
         ("latest", Some(entry)) => repository.find_latest_with_entry(entry)?,
         _ => repository.find_snapshot(snapshot_ref)?,

@@ -447,3 +447,61 @@ fn repair_index_rebuilds_from_packs() {
     let root = repo.path.parent().expect("repo has a parent").to_path_buf();
     assert_intact(&scenario, &root, "repair index");
 }
+
+#[test]
+fn repair_snapshots_marks_damage() {
+    let repo = Repo::init_with(&SMALL);
+    let good = random_bytes(100_000, 21);
+    let bad = random_bytes(100_000, 22);
+    let good_id = snapshot_id(&repo.backup_stdin("good.bin", &good));
+    let bad_id = snapshot_id(&repo.backup_stdin("bad.bin", &bad));
+    // Packs are named by their hash; the newest pack holds the second
+    // backup's data only, because the two inputs share nothing.
+    let mut packs = files_under(&repo.path.join("data"));
+    packs.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    let victim = packs.last().expect("a pack").clone();
+    let mut bytes = fs::read(&victim).expect("read pack");
+    bytes[10] ^= 0xff;
+    fs::write(&victim, bytes).expect("write pack");
+
+    let report = repo.run(&["--json", "repair", "snapshots", "--read-data"]);
+    assert_eq!(report.code(), Some(3), "{}", report.describe());
+    let found = report.json();
+    let ids: Vec<String> = found
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids, vec![bad_id.clone()], "damaged snapshots found");
+
+    let marked = repo.run(&[
+        "--json",
+        "repair",
+        "snapshots",
+        "--read-data",
+        "--mark-damaged",
+    ]);
+    assert_eq!(marked.code(), Some(3), "{}", marked.describe());
+    let snapshots = repo.snapshots();
+    assert_eq!(snapshots.len(), 2, "marking must not delete a snapshot");
+    let damaged: Vec<&Value> = snapshots
+        .iter()
+        .filter(|s| !s["damaged"].is_null())
+        .collect();
+    assert_eq!(
+        damaged.len(),
+        1,
+        "exactly one snapshot marked: {snapshots:?}"
+    );
+    assert_eq!(
+        damaged[0]["damaged"]["original"].as_str(),
+        Some(bad_id.as_str())
+    );
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| s["id"].as_str() == Some(good_id.as_str())),
+        "the intact snapshot kept its id"
+    );
+}

@@ -590,6 +590,7 @@ impl Repository {
             command: options.command.clone(),
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
             entries,
+            damaged: None,
         };
         let (id, bytes) = snapshot.encode(&self.keys)?;
         let path = snapshot::snapshot_path(&id);

@@ -346,13 +346,23 @@ impl Drop for Lock {
     }
 }
 
-/// Deletes stale locks, or every lock with `all`. Returns what was removed.
-pub fn unlock(storage: &Storage, keys: &Keys, all: bool) -> Result<Vec<(String, String)>> {
+/// Deletes stale locks, or every lock with `all`. A lock counts as stale
+/// when its holder on this host is gone, or when its last refresh is older
+/// than `stale_after` (default [`STALE_AFTER`]). Returns what was removed.
+pub fn unlock(
+    storage: &Storage,
+    keys: &Keys,
+    all: bool,
+    stale_after: Option<Duration>,
+) -> Result<Vec<(String, String)>> {
     let now = SystemTime::now();
+    let limit = stale_after.unwrap_or(STALE_AFTER);
     let mut removed = Vec::new();
     for listed in list_locks(storage, keys)? {
         let description = match &listed.info {
-            Ok(info) if all || info.is_stale(now) => info.describe(now),
+            Ok(info) if all || info.age(now) > limit || info.is_dead_local_process() => {
+                info.describe(now)
+            }
             Ok(_) => continue,
             Err(e) if all => format!("unreadable lock ({e})"),
             Err(_) => continue,

@@ -1,4 +1,5 @@
-//! Rebuilding the index from the packs themselves.
+//! Repairs: rebuilding the index from the packs themselves, and recording
+//! which snapshots are damaged.
 //!
 //! Every pack ends with an encrypted header listing its blobs, so the index
 //! objects can be rebuilt from `data/` alone after they were lost or damaged.
@@ -14,6 +15,7 @@ use crate::index_object::{self, PackRecord};
 use crate::lock::Lock;
 use crate::pack;
 use crate::repo::Repository;
+use crate::snapshot::Damage;
 
 /// Packs named by one index object written by repair.
 const PACKS_PER_INDEX_OBJECT: usize = 1024;
@@ -106,5 +108,83 @@ impl Repository {
             size,
             entries,
         })
+    }
+}
+
+/// A snapshot that cannot be restored in full.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedSnapshot {
+    /// Snapshot id, hex.
+    pub id: String,
+    /// What is missing or damaged, one line per problem.
+    pub reasons: Vec<String>,
+    /// Id of the snapshot object that now records the damage, when marked.
+    pub marked_as: Option<String>,
+}
+
+impl Repository {
+    /// Finds snapshots that reference missing or damaged blobs, by the
+    /// structural check or, with `read_data`, by reading every pack. With
+    /// `mark`, each one is rewritten with a [`Damage`] record, so `snapshots`
+    /// shows it and retention stops counting it; nothing is deleted.
+    pub fn repair_snapshots(
+        &mut self,
+        read_data: bool,
+        mark: bool,
+    ) -> Result<Vec<DamagedSnapshot>> {
+        let mode = if read_data {
+            crate::check::ReadData::All
+        } else {
+            crate::check::ReadData::None
+        };
+        let report = self.check(mode, &crate::check::NoCheckProgress)?;
+        let mut by_snapshot: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for problem in &report.problems {
+            for id in &problem.snapshots {
+                by_snapshot
+                    .entry(id.clone())
+                    .or_default()
+                    .push(format!("{}: {}", problem.object, problem.message));
+            }
+        }
+        let mut damaged: Vec<DamagedSnapshot> = by_snapshot
+            .into_iter()
+            .map(|(id, reasons)| DamagedSnapshot {
+                id,
+                reasons,
+                marked_as: None,
+            })
+            .collect();
+        if !mark || damaged.is_empty() {
+            return Ok(damaged);
+        }
+        let _lock = Lock::shared(&self.storage, &self.keys, "repair snapshots")?;
+        let snapshots = self.index.snapshots()?;
+        for found in &mut damaged {
+            let Some((id, snapshot)) = snapshots.iter().find(|(id, _)| id.to_hex() == found.id)
+            else {
+                continue;
+            };
+            if snapshot.damaged.is_some() {
+                continue;
+            }
+            let mut marked = snapshot.clone();
+            marked.damaged = Some(Damage {
+                reason: found.reasons.join("; "),
+                marked: crate::snapshot::now_rfc3339(),
+                original: id.to_hex(),
+            });
+            let (new_id, bytes) = marked.encode(&self.keys)?;
+            let new_path = crate::snapshot::snapshot_path(&new_id);
+            // IMPORTANT: the marked copy is durable before the original is
+            // deleted, so the snapshot never disappears.
+            self.storage.write(&new_path, bytes)?;
+            self.storage.sync_dirs([new_path.as_str()])?;
+            self.storage.delete(&crate::snapshot::snapshot_path(id))?;
+            warn!(snapshot = %id.short(), marked_as = %new_id.short(), "snapshot marked damaged");
+            found.marked_as = Some(new_id.to_hex());
+        }
+        self.sync_report = self.index.sync(&self.storage, &self.keys)?;
+        Ok(damaged)
     }
 }

@@ -52,6 +52,21 @@ pub struct Snapshot {
     pub cairn_version: String,
     /// The streams in this snapshot.
     pub entries: Vec<Entry>,
+    /// Set by `cairn repair snapshots --mark-damaged`: why the snapshot
+    /// cannot be restored in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<Damage>,
+}
+
+/// Record of damage found in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Damage {
+    /// What is missing or damaged.
+    pub reason: String,
+    /// When the damage was recorded, RFC 3339.
+    pub marked: String,
+    /// Id of the snapshot object this one replaced, hex.
+    pub original: String,
 }
 
 /// One stream of a snapshot.
@@ -255,6 +270,7 @@ mod tests {
                     size: 10,
                 }],
             }],
+            damaged: None,
         };
         let (id, bytes) = snapshot.encode(&keys).expect("encode");
         assert_eq!(

@@ -216,10 +216,18 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let now = args.now.unwrap_or_else(Timestamp::now);
 
     let mut repository = super::open_repository(global)?;
-    let snapshots = repository
-        .index
-        .snapshots()?
+    let all = repository.index.snapshots()?;
+    // Snapshots marked damaged by `repair snapshots` are kept for inspection
+    // and take no part in the rules: they must not count as a day's backup.
+    let damaged = all.iter().filter(|(_, s)| s.damaged.is_some()).count();
+    if damaged > 0 {
+        eprintln!(
+            "cairn: warning: {damaged} snapshot(s) marked damaged are kept and not counted by the rules"
+        );
+    }
+    let snapshots = all
         .iter()
+        .filter(|(_, snapshot)| snapshot.damaged.is_none())
         .map(|(id, snapshot)| SnapshotInfo::from_snapshot(*id, snapshot))
         .collect::<cairn_core::Result<Vec<_>>>()?;
     let plan = retention::plan(&snapshots, &policy, args.group_by, now, &tz)?;

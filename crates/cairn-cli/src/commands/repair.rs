@@ -18,12 +18,54 @@ pub struct RepairArgs {
 pub enum RepairWhat {
     /// Rebuild the index objects from the headers of the packs in data/.
     Index,
+    /// List snapshots that reference missing or damaged data.
+    Snapshots {
+        /// Read and verify every pack, not only the structure.
+        #[arg(long)]
+        read_data: bool,
+        /// Record the damage in each such snapshot, so `snapshots` shows it
+        /// and retention no longer counts it. Nothing is deleted.
+        #[arg(long)]
+        mark_damaged: bool,
+    },
 }
 
 /// Runs a repair.
 pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
     let mut repository = super::open_repository(global)?;
     match args.what {
+        RepairWhat::Snapshots {
+            read_data,
+            mark_damaged,
+        } => {
+            let damaged = repository.repair_snapshots(read_data, mark_damaged)?;
+            if global.json {
+                super::print_json(&damaged)?;
+            } else if damaged.is_empty() {
+                crate::say!("no damaged snapshots found");
+            } else {
+                for snapshot in &damaged {
+                    crate::say!("damaged snapshot {}", snapshot.id);
+                    for reason in &snapshot.reasons {
+                        crate::say!("  {reason}");
+                    }
+                    if let Some(new_id) = &snapshot.marked_as {
+                        crate::say!("  marked damaged; it is now snapshot {new_id}");
+                    }
+                }
+            }
+            if damaged.is_empty() {
+                Ok(())
+            } else {
+                if !mark_damaged {
+                    eprintln!(
+                        "{} damaged snapshot(s); pass --mark-damaged to record it in them",
+                        damaged.len()
+                    );
+                }
+                Err(Reported(EXIT_INTEGRITY).into())
+            }
+        }
         RepairWhat::Index => {
             let report = repository.repair_index()?;
             if global.json {

@@ -28,6 +28,8 @@ struct SnapshotRow<'a> {
     tags: &'a [String],
     command: &'a Option<Vec<String>>,
     entries: Vec<EntryRow<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    damaged: Option<&'a cairn_core::snapshot::Damage>,
 }
 
 /// Lists snapshots, oldest first.
@@ -45,6 +47,7 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
                 user: &s.user,
                 tags: &s.tags,
                 command: &s.command,
+                damaged: s.damaged.as_ref(),
                 entries: s
                     .entries
                     .iter()
@@ -82,6 +85,10 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
             .map(|e| format!("{} ({})", e.name, HumanBytes(e.size)))
             .collect::<Vec<_>>()
             .join(", ");
+        let entries = match &snapshot.damaged {
+            Some(damage) => format!("{entries} [DAMAGED: {}]", damage.reason),
+            None => entries,
+        };
         crate::say!(
             "{:<10} {:<20} {:<16} {:<12} {}",
             id.short(),

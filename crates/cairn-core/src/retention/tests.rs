@@ -774,6 +774,7 @@ fn unreadable_snapshot_time_is_corrupt() {
         command: None,
         cairn_version: "0".into(),
         entries: Vec::new(),
+        damaged: None,
     };
     let result = SnapshotInfo::from_snapshot(id(1), &manifest);
     assert!(

@@ -1,6 +1,8 @@
 //! Round trips through the library: backup then restore, on a real local
 //! repository in a temporary folder.
 
+mod parsers;
+
 use std::io::Cursor;
 
 use cairn_core::Repository;

@@ -85,7 +85,19 @@ impl RepoConfig {
     pub fn decode(keys: &Keys, bytes: &[u8]) -> Result<Self> {
         let id = peek_id(bytes)?;
         let body = keys.open(Domain::Config, &id, &bytes[24..], CONFIG_PATH)?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
+        let config = Self::from_json(&body)?;
+        if config.id_bytes()? != id {
+            return Err(Error::corrupt(
+                CONFIG_PATH,
+                "repository id in the header and the body differ",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates the JSON body of a config.
+    pub fn from_json(body: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| Error::corrupt(CONFIG_PATH, format!("invalid JSON: {e}")))?;
         let version = value
             .get("format_version")
@@ -103,12 +115,6 @@ impl RepoConfig {
         config
             .validate()
             .map_err(|e| Error::corrupt(CONFIG_PATH, e.to_string()))?;
-        if config.id_bytes()? != id {
-            return Err(Error::corrupt(
-                CONFIG_PATH,
-                "repository id in the header and the body differ",
-            ));
-        }
         Ok(config)
     }
 }

@@ -57,6 +57,13 @@ pub fn decode(keys: &Keys, name: &Id, bytes: &[u8]) -> Result<Vec<PackRecord>> {
         ));
     }
     let body = object::open(keys, MAGIC, Domain::Index, bytes, &object_name)?;
+    decode_body(&body, &object_name)
+}
+
+/// Decodes the plaintext body of an index object; `object_name` names it in
+/// errors.
+pub fn decode_body(body: &[u8], object_name: &str) -> Result<Vec<PackRecord>> {
+    let object_name = object_name.to_string();
     let truncated = || Error::corrupt(&object_name, "index object body is truncated");
     let read_u32 = |at: usize| -> Result<u32> {
         let slice = body.get(at..at + 4).ok_or_else(truncated)?;

@@ -127,6 +127,13 @@ impl Snapshot {
             ));
         }
         let body = object::open(keys, MAGIC, Domain::Snapshot, bytes, &name)?;
+        Self::from_json(&body, &name)
+    }
+
+    /// Parses and checks the JSON body of a manifest; `name` names the
+    /// object in errors.
+    pub fn from_json(body: &[u8], name: &str) -> Result<Snapshot> {
+        let name = name.to_string();
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| Error::corrupt(&name, format!("invalid JSON: {e}")))?;
         let version = value
@@ -143,8 +150,15 @@ impl Snapshot {
         let snapshot: Snapshot = serde_json::from_value(value)
             .map_err(|e| Error::corrupt(&name, format!("invalid manifest: {e}")))?;
         for entry in &snapshot.entries {
-            let listed: u64 = entry.lists.iter().map(|l| u64::from(l.chunks)).sum();
-            let spanned: u64 = entry.lists.iter().map(|l| l.size).sum();
+            let listed = entry
+                .lists
+                .iter()
+                .fold(0u64, |total, l| total.saturating_add(u64::from(l.chunks)));
+            // Saturating sums: sizes come from the object and may be absurd.
+            let spanned = entry
+                .lists
+                .iter()
+                .fold(0u64, |total, l| total.saturating_add(l.size));
             if listed != entry.chunks || spanned != entry.size {
                 return Err(Error::corrupt(
                     &name,

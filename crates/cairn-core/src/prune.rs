@@ -122,42 +122,52 @@ impl Repository {
             bytes_before: listed_packs.iter().map(|o| o.size).sum(),
             ..PruneReport::default()
         };
-        let mut fates: Vec<(Id, u64, Vec<BlobEntry>, Fate)> = Vec::new();
-        let mut kept_blobs: HashSet<Id> = HashSet::new();
+        // Each live blob gets one owner pack, preferring packs with more
+        // live blobs; other copies count as unused, so duplicates left by
+        // concurrent or interrupted backups are reclaimed too.
+        let mut loaded = Vec::with_capacity(packs.len());
         for info in &packs {
             let entries = self.index.pack_entries(&info.name)?;
-            let live_bytes: u64 = entries
+            let live_count = entries.iter().filter(|e| live.contains(&e.id)).count();
+            loaded.push((info.name, info.size, entries, live_count));
+        }
+        let mut order: Vec<usize> = (0..loaded.len()).collect();
+        order.sort_by(|&a, &b| {
+            loaded[b]
+                .3
+                .cmp(&loaded[a].3)
+                .then(loaded[a].0.cmp(&loaded[b].0))
+        });
+        let mut owner: std::collections::HashMap<Id, Id> = std::collections::HashMap::new();
+        for &i in &order {
+            let (name, _, entries, _) = &loaded[i];
+            for entry in entries {
+                if live.contains(&entry.id) {
+                    owner.entry(entry.id).or_insert(*name);
+                }
+            }
+        }
+        let mut fates: Vec<(Id, u64, Vec<BlobEntry>, Fate)> = Vec::new();
+        for (name, size, entries, _) in loaded {
+            let mut seen = HashSet::new();
+            let owned: Vec<BlobEntry> = entries
                 .iter()
-                .filter(|e| live.contains(&e.id))
-                .map(|e| u64::from(e.length))
-                .sum();
+                .filter(|e| owner.get(&e.id) == Some(&name) && seen.insert(e.id))
+                .copied()
+                .collect();
+            let owned_bytes: u64 = owned.iter().map(|e| u64::from(e.length)).sum();
             // The share is of blob bytes, so that a pack's own header does
             // not count as unused and `--max-unused 0` can settle.
             let blob_bytes: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-            let unused = 1.0 - live_bytes as f64 / blob_bytes.max(1) as f64;
-            let fate = if live_bytes == 0 {
+            let unused = 1.0 - owned_bytes as f64 / blob_bytes.max(1) as f64;
+            let fate = if owned.is_empty() {
                 Fate::Delete
             } else if unused <= options.max_unused {
-                kept_blobs.extend(entries.iter().map(|e| e.id));
                 Fate::Keep
             } else {
-                Fate::Repack(Vec::new())
+                Fate::Repack(owned)
             };
-            fates.push((info.name, info.size, entries, fate));
-        }
-        // A live blob is copied once, and only when no kept pack holds it.
-        let mut claimed = kept_blobs;
-        for (_, _, entries, fate) in fates.iter_mut() {
-            if let Fate::Repack(moving) = fate {
-                for entry in entries.iter() {
-                    if live.contains(&entry.id) && claimed.insert(entry.id) {
-                        moving.push(*entry);
-                    }
-                }
-                if moving.is_empty() {
-                    *fate = Fate::Delete;
-                }
-            }
+            fates.push((name, size, entries, fate));
         }
         let indexed: HashSet<Id> = packs.iter().map(|p| p.name).collect();
         let unindexed: Vec<Id> = listed_packs
@@ -327,8 +337,37 @@ impl Repository {
         fates: &[(Id, u64, Vec<BlobEntry>, Fate)],
         report: &mut PruneReport,
     ) -> Result<Vec<PackRecord>> {
-        let pack_size = self.config.pack_size as usize;
         let mut written = Vec::new();
+        match self.repack_into(fates, report, &mut written) {
+            Ok(()) => Ok(written),
+            Err(e) => {
+                // No index names the new packs yet, so they can go; a
+                // repeated failure must not grow the repository each run.
+                for record in &written {
+                    if let Err(delete) = self.storage.delete(&pack::pack_path(&record.name)) {
+                        warn!(pack = %pack::pack_path(&record.name), error = %delete, "cannot remove a pack written by the failed prune");
+                    }
+                }
+                Err(match e {
+                    Error::Corrupt { object, reason } => Error::Corrupt {
+                        object,
+                        reason: format!(
+                            "{reason}; prune stopped before deleting anything. `cairn repair packs` salvages the intact blobs of damaged packs"
+                        ),
+                    },
+                    other => other,
+                })
+            }
+        }
+    }
+
+    fn repack_into(
+        &self,
+        fates: &[(Id, u64, Vec<BlobEntry>, Fate)],
+        report: &mut PruneReport,
+        written: &mut Vec<PackRecord>,
+    ) -> Result<()> {
+        let pack_size = self.config.pack_size as usize;
         let mut builder = PackBuilder::with_capacity(pack_size);
         for (name, _, _, fate) in fates {
             let Fate::Repack(moving) = fate else {
@@ -339,7 +378,7 @@ impl Repository {
             if Id::of_bytes(&bytes) != *name {
                 return Err(Error::corrupt(
                     &path,
-                    "pack content does not match its name; prune stopped before deleting anything. Run `cairn check`",
+                    "pack content does not match its name",
                 ));
             }
             for entry in moving {
@@ -362,7 +401,7 @@ impl Repository {
             written.push(self.write_repacked(builder)?);
             report.packs_written += 1;
         }
-        Ok(written)
+        Ok(())
     }
 
     fn write_repacked(&self, builder: PackBuilder) -> Result<PackRecord> {

@@ -188,3 +188,151 @@ impl Repository {
         Ok(damaged)
     }
 }
+
+/// What `repair packs` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PackRepairReport {
+    /// Damaged or missing packs, with what was wrong.
+    pub damaged_packs: Vec<(String, String)>,
+    /// Intact blobs copied out of damaged packs into new packs.
+    pub blobs_salvaged: u64,
+    /// Ids of blobs that could not be salvaged; a backup of the same data
+    /// stores them again and heals the snapshots that need them.
+    pub blobs_lost: Vec<String>,
+    /// New packs written.
+    pub packs_written: usize,
+    /// Where each damaged pack was moved, for inspection.
+    pub moved: Vec<String>,
+}
+
+impl Repository {
+    /// Reads every pack, salvages the intact blobs of damaged ones into new
+    /// packs, rewrites the index without the damaged packs, and moves them
+    /// to `damaged/`. Afterwards no backup deduplicates against a damaged
+    /// blob, so the next backup of the same data stores it again.
+    pub fn repair_packs(&mut self) -> Result<PackRepairReport> {
+        let lock = Lock::exclusive(&self.storage, &self.keys, "repair packs")?;
+        let mut report = PackRepairReport::default();
+        self.sync_report = self.index.sync(&self.storage, &self.keys)?;
+        let packs = self.index.packs()?;
+        let mut damaged = Vec::new();
+        for info in &packs {
+            let path = pack::pack_path(&info.name);
+            let verdict = if info.missing {
+                Err(crate::Error::corrupt(
+                    &path,
+                    "pack is missing or has the wrong size",
+                ))
+            } else {
+                self.verify_pack(&info.name).map(|_| ())
+            };
+            if let Err(e) = verdict {
+                warn!(pack = %path, error = %e, "damaged pack");
+                report.damaged_packs.push((path, e.to_string()));
+                damaged.push(info.name);
+            }
+        }
+        if damaged.is_empty() {
+            return Ok(report);
+        }
+
+        // Salvage: every blob whose bytes still open and verify.
+        let pack_size = self.config.pack_size as usize;
+        let mut builder = pack::PackBuilder::with_capacity(pack_size);
+        let mut written = Vec::new();
+        for name in &damaged {
+            let path = pack::pack_path(name);
+            let entries = self.index.pack_entries(name)?;
+            let bytes = self.storage.read(&path).unwrap_or_default();
+            for entry in entries {
+                let start = entry.offset as usize;
+                let end = start + entry.length as usize;
+                let intact = bytes
+                    .get(start..end)
+                    .filter(|sealed| pack::open_blob(&self.keys, &entry, sealed, &path).is_ok());
+                match intact {
+                    Some(sealed) => {
+                        builder.push_entry(&entry, sealed);
+                        report.blobs_salvaged += 1;
+                        if builder.len() >= pack_size {
+                            let full = std::mem::replace(
+                                &mut builder,
+                                pack::PackBuilder::with_capacity(pack_size),
+                            );
+                            written.push(self.write_repacked_pack(full)?);
+                        }
+                    }
+                    None => report.blobs_lost.push(entry.id.to_hex()),
+                }
+            }
+        }
+        if !builder.is_empty() {
+            written.push(self.write_repacked_pack(builder)?);
+        }
+        report.packs_written = written.len();
+
+        // A complete index without the damaged packs.
+        let damaged_set: HashSet<_> = damaged.iter().copied().collect();
+        let mut records = Vec::new();
+        for info in &packs {
+            if damaged_set.contains(&info.name) {
+                continue;
+            }
+            records.push(PackRecord {
+                name: info.name,
+                size: info.size,
+                entries: self.index.pack_entries(&info.name)?,
+            });
+        }
+        records.extend(written);
+        let old_index_objects = self.storage.list("index/")?;
+        let mut new_names = HashSet::new();
+        for group in records.chunks(PACKS_PER_INDEX_OBJECT) {
+            let (name, bytes) = index_object::encode(&self.keys, group)?;
+            let path = index_object::index_path(&name);
+            // IMPORTANT: the new index is durable before the old one goes.
+            self.storage.write(&path, bytes)?;
+            self.storage.sync_dirs([path.as_str()])?;
+            new_names.insert(path);
+        }
+        lock.ensure_held()?;
+        for object in old_index_objects {
+            if !new_names.contains(&object.path) {
+                self.storage.delete(&object.path)?;
+            }
+        }
+        // Keep the damaged bytes for inspection, outside data/.
+        for name in &damaged {
+            let path = pack::pack_path(name);
+            let target = format!("damaged/{}", name.to_hex());
+            if let Ok(bytes) = self.storage.read(&path) {
+                self.storage.write(&target, bytes)?;
+                report.moved.push(target);
+            }
+            self.storage.delete(&path)?;
+        }
+        drop(lock);
+        self.sync_report = self.index.sync(&self.storage, &self.keys)?;
+        info!(
+            damaged = report.damaged_packs.len(),
+            salvaged = report.blobs_salvaged,
+            lost = report.blobs_lost.len(),
+            "damaged packs repaired"
+        );
+        Ok(report)
+    }
+
+    fn write_repacked_pack(&self, builder: pack::PackBuilder) -> Result<PackRecord> {
+        let sealed = builder.finish(&self.keys)?;
+        let path = pack::pack_path(&sealed.name);
+        let size = sealed.bytes.len() as u64;
+        // IMPORTANT: salvaged data is durable before the new index names it.
+        self.storage.write(&path, sealed.bytes)?;
+        self.storage.sync_dirs([path.as_str()])?;
+        Ok(PackRecord {
+            name: sealed.name,
+            size,
+            entries: sealed.entries,
+        })
+    }
+}

@@ -134,7 +134,7 @@ impl Snapshot {
     /// object in errors.
     pub fn from_json(body: &[u8], name: &str) -> Result<Snapshot> {
         let name = name.to_string();
-        let value: serde_json::Value = serde_json::from_slice(&body)
+        let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| Error::corrupt(&name, format!("invalid JSON: {e}")))?;
         let version = value
             .get("format_version")

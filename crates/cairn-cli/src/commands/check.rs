@@ -58,7 +58,7 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     } else {
         for problem in &report.problems {
             let dependents = if problem.snapshots.is_empty() {
-                "no snapshot depends on it".to_string()
+                "no snapshot is known to depend on it".to_string()
             } else {
                 format!(
                     "snapshots depending on it: {}",
@@ -78,9 +78,9 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             report.blobs_verified,
             HumanBytes(report.bytes_read)
         );
-        if report.unindexed_packs > 0 {
+        if report.unindexed_packs > 0 && report.problems.is_empty() {
             crate::say!(
-                "{} pack(s) are not named by any index object (left by an interrupted backup); they are harmless",
+                "{} pack(s) are not named by any index object (left by an interrupted backup or prune); the next prune removes them",
                 report.unindexed_packs
             );
         }
@@ -88,8 +88,17 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             crate::say!("no errors were found");
         } else {
             eprintln!(
-                "{} problem(s) found; restore the named objects from a copy of the repository, and do not rely on the listed snapshots",
+                "{} problem(s) found; do not rely on the listed snapshots. If a copy of the repository exists, restore the named objects from it.",
                 report.problems.len()
+            );
+            if report.unindexed_packs > 0 {
+                eprintln!(
+                    "{} pack(s) are not named by any index object; if index objects were lost or damaged, `cairn repair index` rebuilds them from the packs",
+                    report.unindexed_packs
+                );
+            }
+            eprintln!(
+                "`cairn repair packs` salvages the intact blobs of damaged packs and takes those packs out of use, so the next backups store lost data again; `cairn repair snapshots --mark-damaged` records which snapshots stay damaged"
             );
         }
     }

@@ -18,6 +18,9 @@ pub struct RepairArgs {
 pub enum RepairWhat {
     /// Rebuild the index objects from the headers of the packs in data/.
     Index,
+    /// Read every pack, salvage the intact blobs of damaged ones, and take
+    /// the damaged packs out of use, so new backups store their data again.
+    Packs,
     /// List snapshots that reference missing or damaged data.
     Snapshots {
         /// Read and verify every pack, not only the structure.
@@ -34,6 +37,32 @@ pub enum RepairWhat {
 pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
     let mut repository = super::open_repository(global)?;
     match args.what {
+        RepairWhat::Packs => {
+            let report = repository.repair_packs()?;
+            if global.json {
+                return super::print_json(&report);
+            }
+            if report.damaged_packs.is_empty() {
+                crate::say!("every pack is intact; nothing to repair");
+                return Ok(());
+            }
+            for (pack, reason) in &report.damaged_packs {
+                crate::say!("damaged: {pack}: {reason}");
+            }
+            crate::say!(
+                "salvaged {} blob(s) into {} new pack(s); {} blob(s) were lost; damaged packs moved to {}",
+                report.blobs_salvaged,
+                report.packs_written,
+                report.blobs_lost.len(),
+                report.moved.join(", ")
+            );
+            if !report.blobs_lost.is_empty() {
+                crate::say!(
+                    "run the backups again: data that still exists at the source is stored anew and heals the snapshots that need it. `cairn check` lists the snapshots still damaged"
+                );
+            }
+            Ok(())
+        }
         RepairWhat::Snapshots {
             read_data,
             mark_damaged,
@@ -41,8 +70,12 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
             let damaged = repository.repair_snapshots(read_data, mark_damaged)?;
             if global.json {
                 super::print_json(&damaged)?;
-            } else if damaged.is_empty() {
+            } else if damaged.is_empty() && read_data {
                 crate::say!("no damaged snapshots found");
+            } else if damaged.is_empty() {
+                crate::say!(
+                    "no damaged snapshots found by the structural check; add --read-data to verify every pack as well"
+                );
             } else {
                 for snapshot in &damaged {
                     crate::say!("damaged snapshot {}", snapshot.id);
@@ -59,7 +92,7 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
             } else {
                 if !mark_damaged {
                     eprintln!(
-                        "{} damaged snapshot(s); pass --mark-damaged to record it in them",
+                        "{} damaged snapshot(s); run the same command with --mark-damaged to record it in them",
                         damaged.len()
                     );
                 }

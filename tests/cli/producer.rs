@@ -192,3 +192,45 @@ fn repository_files_are_private() {
         );
     }
 }
+
+#[test]
+fn killed_cairn_stops_its_producer() {
+    let repo = Repo::init();
+    let pid_file = repo.work_path("producer.pid");
+    let script = format!("echo $$ > '{}'; exec sleep 60", pid_file.display());
+    let mut command = repo.command(&["backup", "--name", "slow.bin", "--", "sh", "-c", &script]);
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut cairn = command.spawn().expect("start cairn backup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    cairn.kill().expect("kill cairn");
+    cairn.wait().expect("reap cairn");
+    let proc_path = format!("/proc/{pid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&proc_path).exists() {
+        let state = std::fs::read_to_string(format!("{proc_path}/stat")).unwrap_or_default();
+        // A zombie waits only for its (gone) parent's reaping by init.
+        if state.contains(") Z") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer {pid} still runs 10 s after cairn was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

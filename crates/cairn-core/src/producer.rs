@@ -53,7 +53,9 @@ impl Producer {
         };
         // The producer gets no passphrase: CAIRN_PASSWORD is removed from
         // its environment, where other processes of the user could read it.
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        stop_with_parent(&mut command);
+        let mut child = command
             .args(args)
             .env_remove("CAIRN_PASSWORD")
             .stdin(Stdio::null())
@@ -166,6 +168,25 @@ impl Producer {
         if let Err(e) = child.wait() {
             warn!(error = %e, "cannot reap the stopped producer");
         }
+    }
+}
+
+/// Asks the kernel to send SIGTERM to the producer when cairn dies, even by
+/// SIGKILL, so a killed backup does not leave its producer running.
+#[expect(
+    unsafe_code,
+    reason = "pre_exec and prctl(2) have no safe wrappers in std"
+)]
+fn stop_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl, which is async-signal-safe and touches no shared state.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

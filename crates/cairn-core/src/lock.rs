@@ -76,8 +76,15 @@ impl LockInfo {
 
     /// One-line description for messages.
     pub fn describe(&self, now: SystemTime) -> String {
+        let state = if self.is_dead_local_process() {
+            ", stale: that process no longer exists"
+        } else if self.age(now) > STALE_AFTER {
+            ", stale: not refreshed for over 30 minutes"
+        } else {
+            ""
+        };
         format!(
-            "{} lock of `cairn {}` (process {} on host {}, created {}, last refreshed {} ago)",
+            "{} lock of `cairn {}` (process {} on host {}, created {}, last refreshed {} ago{state})",
             if self.exclusive {
                 "an exclusive"
             } else {

@@ -152,10 +152,7 @@ fn parse_all(keys: &Keys, samples: &Samples, bytes: &[u8]) -> Vec<&'static str> 
 fn samples_parse_as_themselves() {
     let keys = keys();
     let samples = samples();
-    assert_eq!(
-        parse_all(&keys, &samples, &samples.pack),
-        vec!["pack"]
-    );
+    assert_eq!(parse_all(&keys, &samples, &samples.pack), vec!["pack"]);
     assert_eq!(
         parse_all(&keys, &samples, &samples.index.1),
         vec!["index object"]

@@ -96,6 +96,8 @@ pub enum Command {
     Unlock(commands::unlock::UnlockArgs),
     /// Rebuild repository metadata from the data that exists.
     Repair(commands::repair::RepairArgs),
+    /// List, add, change and remove the passphrases that open the repository.
+    Key(commands::key::KeyArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -180,6 +182,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => commands::prune::run(&cli.global, args),
         Command::Unlock(args) => commands::unlock::run(&cli.global, args),
         Command::Repair(args) => commands::repair::run(&cli.global, args),
+        Command::Key(args) => commands::key::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -5,6 +5,10 @@
 //! command that prints it), `CAIRN_PASSWORD`. Without any, cairn prompts on
 //! the terminal without echo. There is deliberately no command-line option:
 //! arguments are visible to every user in the process list.
+//!
+//! A new passphrase (`cairn key add`, `cairn key passwd`) comes the same way
+//! from `CAIRN_NEW_PASSWORD_FILE`, `CAIRN_NEW_PASSWORD_COMMAND` or
+//! `CAIRN_NEW_PASSWORD`, or is typed twice at a terminal prompt.
 
 use std::io::IsTerminal;
 use std::process::{Command, Stdio};
@@ -12,11 +16,25 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use zeroize::Zeroizing;
 
-const SOURCES: [&str; 3] = [
-    "CAIRN_PASSWORD_FILE",
-    "CAIRN_PASSWORD_COMMAND",
-    "CAIRN_PASSWORD",
-];
+/// Variable-name prefix and terminal prompts of one passphrase.
+struct Sources {
+    /// `{prefix}_FILE`, `{prefix}_COMMAND` and `{prefix}` name the sources.
+    prefix: &'static str,
+    prompt: &'static str,
+    repeat_prompt: &'static str,
+}
+
+const CURRENT: Sources = Sources {
+    prefix: "CAIRN_PASSWORD",
+    prompt: "Repository passphrase: ",
+    repeat_prompt: "Repeat passphrase: ",
+};
+
+const NEW: Sources = Sources {
+    prefix: "CAIRN_NEW_PASSWORD",
+    prompt: "New passphrase: ",
+    repeat_prompt: "Repeat new passphrase: ",
+};
 
 fn strip_line_end(mut text: Zeroizing<String>) -> Zeroizing<String> {
     if let Some(end) = text.find(['\n', '\r']) {
@@ -27,53 +45,67 @@ fn strip_line_end(mut text: Zeroizing<String>) -> Zeroizing<String> {
 
 /// Reads the passphrase. With `confirm`, a terminal prompt asks twice.
 pub fn read(confirm: bool) -> Result<Zeroizing<String>> {
-    let set: Vec<&str> = SOURCES
+    read_from(&CURRENT, confirm)
+}
+
+/// Reads a new passphrase from the `CAIRN_NEW_PASSWORD` sources. At a
+/// terminal prompt it is typed twice.
+pub fn read_new() -> Result<Zeroizing<String>> {
+    read_from(&NEW, true)
+}
+
+fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
+    let prefix = sources.prefix;
+    let file_var = format!("{prefix}_FILE");
+    let command_var = format!("{prefix}_COMMAND");
+    let names = [file_var.as_str(), command_var.as_str(), prefix];
+    let set: Vec<&str> = names
         .iter()
         .copied()
         .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
         .collect();
     if set.len() > 1 {
         return Err(cairn_core::Error::Invalid(format!(
-            "several passphrase sources are set ({}); set only one of CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND and CAIRN_PASSWORD",
+            "several passphrase sources are set ({}); set only one of {file_var}, {command_var} and {prefix}",
             set.join(", ")
         ))
         .into());
     }
     let passphrase = match set.first().copied() {
-        Some("CAIRN_PASSWORD_FILE") => {
-            let path = std::env::var_os("CAIRN_PASSWORD_FILE").unwrap_or_default();
+        Some(name) if name == file_var => {
+            let path = std::env::var_os(&file_var).unwrap_or_default();
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
-                    "cannot read the passphrase file {} named by CAIRN_PASSWORD_FILE",
+                    "cannot read the passphrase file {} named by {file_var}",
                     std::path::Path::new(&path).display()
                 )
             })?;
             strip_line_end(Zeroizing::new(text))
         }
-        Some("CAIRN_PASSWORD_COMMAND") => {
-            let command = std::env::var("CAIRN_PASSWORD_COMMAND")
-                .context("CAIRN_PASSWORD_COMMAND is not valid UTF-8")?;
+        Some(name) if name == command_var => {
+            let command = std::env::var(&command_var)
+                .with_context(|| format!("{command_var} is not valid UTF-8"))?;
             let output = Command::new("sh")
                 .arg("-c")
                 .arg(&command)
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
                 .output()
-                .context("cannot run CAIRN_PASSWORD_COMMAND with sh")?;
+                .with_context(|| format!("cannot run {command_var} with sh"))?;
             if !output.status.success() {
                 bail!(
-                    "CAIRN_PASSWORD_COMMAND failed ({}); fix the command and retry",
+                    "{command_var} failed ({}); fix the command and retry",
                     output.status
                 );
             }
             let text = String::from_utf8(output.stdout)
-                .context("CAIRN_PASSWORD_COMMAND printed bytes that are not UTF-8")?;
+                .with_context(|| format!("{command_var} printed bytes that are not UTF-8"))?;
             strip_line_end(Zeroizing::new(text))
         }
         Some(_) => Zeroizing::new(
-            std::env::var("CAIRN_PASSWORD").context("CAIRN_PASSWORD is not valid UTF-8")?,
+            std::env::var(prefix).with_context(|| format!("{prefix} is not valid UTF-8"))?,
         ),
-        None => prompt(confirm)?,
+        None => prompt(sources, confirm)?,
     };
     if passphrase.is_empty() {
         bail!("the passphrase is empty; an empty passphrase is not accepted");
@@ -81,19 +113,20 @@ pub fn read(confirm: bool) -> Result<Zeroizing<String>> {
     Ok(passphrase)
 }
 
-fn prompt(confirm: bool) -> Result<Zeroizing<String>> {
+fn prompt(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
+    let prefix = sources.prefix;
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
         bail!(
-            "no passphrase: set CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD, or run cairn on a terminal to be prompted"
+            "no passphrase: set {prefix}_FILE, {prefix}_COMMAND or {prefix}, or run cairn on a terminal to be prompted"
         );
     }
     let first = Zeroizing::new(
-        rpassword::prompt_password("Repository passphrase: ")
+        rpassword::prompt_password(sources.prompt)
             .context("cannot read the passphrase from the terminal")?,
     );
     if confirm {
         let second = Zeroizing::new(
-            rpassword::prompt_password("Repeat passphrase: ")
+            rpassword::prompt_password(sources.repeat_prompt)
                 .context("cannot read the passphrase from the terminal")?,
         );
         if *first != *second {

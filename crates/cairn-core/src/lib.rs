@@ -27,6 +27,7 @@ pub mod id;
 pub mod index;
 pub mod index_object;
 pub mod keyfile;
+pub mod keys;
 pub mod lock;
 pub mod object;
 pub mod pack;

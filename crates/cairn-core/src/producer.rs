@@ -51,13 +51,15 @@ impl Producer {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Invalid("the producer command is empty".into()));
         };
-        // The producer gets no passphrase: CAIRN_PASSWORD is removed from
-        // its environment, where other processes of the user could read it.
+        // The producer gets no passphrase: CAIRN_PASSWORD and
+        // CAIRN_NEW_PASSWORD are removed from its environment, where other
+        // processes of the user could read them.
         let mut command = Command::new(program);
         stop_with_parent(&mut command);
         let mut child = command
             .args(args)
             .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_NEW_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -10,7 +10,7 @@ use crate::config::{self, CONFIG_PATH, RepoConfig};
 use crate::crypto::{Keys, SecretKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{Index, SyncReport};
+use crate::index::{Index, Location, SyncReport};
 use crate::keyfile::{self, KdfParams};
 use crate::pack::{self, BlobKind};
 use crate::snapshot::{self, ChunkRef, ListRef, Snapshot};
@@ -52,16 +52,18 @@ pub struct Repository {
     pub index: Index,
     /// Outcome of the last index sync.
     pub sync_report: SyncReport,
+    /// Path of the key object that the passphrase opened, `keys/<32 hex>`.
+    pub key_path: String,
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     hex::encode(buf)
@@ -113,6 +115,7 @@ impl Repository {
             config,
             index,
             sync_report: SyncReport::default(),
+            key_path,
         })
     }
 
@@ -135,19 +138,23 @@ impl Repository {
         }
         let mut master = None;
         let mut first_damage = None;
+        let mut first_foreign = None;
         for object in &key_objects {
             let bytes = storage.read(&object.path)?;
             match keyfile::unwrap(&bytes, passphrase, &object.path) {
-                Ok(Some((found_id, key))) => {
-                    if found_id != repository_id {
-                        return Err(Error::ForeignKey {
-                            name: object.path.clone(),
-                            found: hex::encode(found_id),
-                            expected: hex::encode(repository_id),
-                        });
-                    }
+                Ok(Some((found_id, _))) if found_id != repository_id => {
+                    // Another key object may still open this repository, so
+                    // a key copied in from elsewhere does not block the open.
+                    tracing::warn!(key = %object.path, "key object belongs to another repository");
+                    first_foreign.get_or_insert(Error::ForeignKey {
+                        name: object.path.clone(),
+                        found: hex::encode(found_id),
+                        expected: hex::encode(repository_id),
+                    });
+                }
+                Ok(Some((_, key))) => {
                     debug!(key = %object.path, "passphrase opened key object");
-                    master = Some(key);
+                    master = Some((object.path.clone(), key));
                     break;
                 }
                 Ok(None) => {}
@@ -157,7 +164,10 @@ impl Repository {
                 }
             }
         }
-        let Some(master) = master else {
+        let Some((key_path, master)) = master else {
+            if let Some(foreign) = first_foreign {
+                return Err(foreign);
+            }
             return Err(match first_damage {
                 // With a single damaged key object, say so: the passphrase
                 // may well be right.
@@ -177,16 +187,27 @@ impl Repository {
             config,
             index,
             sync_report,
+            key_path,
         })
     }
 
     /// Resolves `latest` or a unique id prefix to a snapshot.
+    ///
+    /// The snapshot is read again from the backend and verified, because the
+    /// local index keeps a manifest even after its object was damaged. A
+    /// prefix that matches only an unreadable snapshot object returns the
+    /// damage found in it, not [`Error::SnapshotNotFound`].
     pub fn find_snapshot(&self, query: &str) -> Result<(Id, Snapshot)> {
         let mut snapshots = self.index.snapshots()?;
         if query == "latest" {
-            return snapshots.pop().ok_or_else(|| Error::SnapshotNotFound {
-                query: "latest (the repository has no snapshots)".into(),
-            });
+            // A snapshot marked damaged is never `latest`: at 3 a.m. the
+            // newest snapshot that restores is the one that is wanted.
+            snapshots.retain(|(_, snapshot)| snapshot.damaged.is_none());
+            let (id, _) = snapshots.pop().ok_or_else(|| Error::SnapshotNotFound {
+                query: "latest (the repository has no snapshots that are not marked damaged)"
+                    .into(),
+            })?;
+            return Ok((id, self.read_snapshot(&id)?));
         }
         let wanted = query.to_ascii_lowercase();
         if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -199,15 +220,29 @@ impl Repository {
             .filter(|(id, _)| id.to_hex().starts_with(&wanted))
             .collect();
         match matches.len() {
-            0 => Err(Error::SnapshotNotFound {
-                query: query.into(),
-            }),
-            1 => Ok(matches
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::SnapshotNotFound {
-                    query: query.into(),
-                })?),
+            0 => {
+                let unindexed: Vec<Id> = self
+                    .storage
+                    .list("snapshots/")?
+                    .into_iter()
+                    .filter_map(|o| {
+                        o.path
+                            .strip_prefix("snapshots/")
+                            .filter(|name| name.starts_with(&wanted))
+                            .and_then(|name| Id::from_hex(name).ok())
+                    })
+                    .collect();
+                match unindexed.as_slice() {
+                    [id] => Ok((*id, self.read_snapshot(id)?)),
+                    _ => Err(Error::SnapshotNotFound {
+                        query: query.into(),
+                    }),
+                }
+            }
+            1 => {
+                let id = matches[0].0;
+                Ok((id, self.read_snapshot(&id)?))
+            }
             _ => Err(Error::AmbiguousSnapshot {
                 query: query.into(),
                 matches: matches
@@ -219,24 +254,50 @@ impl Repository {
         }
     }
 
-    /// Returns the newest snapshot that has an entry named `entry`.
+    /// Returns the newest snapshot that has an entry named `entry`, read
+    /// again from the backend as in [`Repository::find_snapshot`].
     pub fn find_latest_with_entry(&self, entry: &str) -> Result<(Id, Snapshot)> {
-        self.index
+        let (id, _) = self
+            .index
             .snapshots()?
             .into_iter()
             .rev()
-            .find(|(_, snapshot)| snapshot.entry(entry).is_some())
+            .find(|(_, snapshot)| snapshot.damaged.is_none() && snapshot.entry(entry).is_some())
             .ok_or_else(|| Error::SnapshotNotFound {
-                query: format!("latest:{entry} (no snapshot has an entry named {entry})"),
-            })
+                query: format!(
+                    "latest:{entry} (no snapshot that is not marked damaged has an entry named {entry})"
+                ),
+            })?;
+        Ok((id, self.read_snapshot(&id)?))
+    }
+
+    /// Reads a snapshot object from the backend and verifies it.
+    fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let bytes = self.storage.read(&snapshot::snapshot_path(id))?;
+        Snapshot::decode(&self.keys, id, &bytes)
+    }
+
+    /// Finds a readable copy of a blob. When the index records the blob only
+    /// in packs that are missing or of the wrong size, the error names one.
+    pub fn locate_blob(&self, id: &Id) -> Result<Location> {
+        if let Some(location) = self.index.lookup(id)? {
+            return Ok(location);
+        }
+        match self.index.lookup_any(id)? {
+            Some(lost) => Err(Error::corrupt(
+                pack::pack_path(&lost.pack),
+                format!(
+                    "the pack is missing or has the wrong size, so chunk {id} in it cannot be read; run `cairn check`"
+                ),
+            )),
+            None => Err(Error::MissingChunk { id: id.to_hex() }),
+        }
     }
 
     /// Reads, verifies and decodes one chunk list of an entry.
     pub fn load_list(&self, list: &ListRef) -> Result<Vec<ChunkRef>> {
         let id = Id::from_hex(&list.id)?;
-        let location = self.index.lookup(&id)?.ok_or_else(|| Error::MissingChunk {
-            id: list.id.clone(),
-        })?;
+        let location = self.locate_blob(&id)?;
         if location.entry.kind != BlobKind::List {
             return Err(Error::corrupt(
                 list.id.clone(),

@@ -189,12 +189,7 @@ impl Repository {
         let mut window_bytes = 0u64;
         for list in &entry.lists {
             for chunk in self.load_list(list)? {
-                let location =
-                    self.index
-                        .lookup(&chunk.id)?
-                        .ok_or_else(|| Error::MissingChunk {
-                            id: chunk.id.to_hex(),
-                        })?;
+                let location = self.locate_blob(&chunk.id)?;
                 if location.entry.raw_length != chunk.length {
                     return Err(Error::corrupt(
                         pack::pack_path(&location.pack),

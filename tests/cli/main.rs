@@ -8,6 +8,7 @@ mod basics;
 mod cache;
 mod crash;
 mod damage;
+mod faults;
 mod keys;
 mod operator;
 mod password;

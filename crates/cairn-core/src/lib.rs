@@ -22,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod failpoint;
+pub mod faults;
 pub mod forget;
 pub mod id;
 pub mod index;

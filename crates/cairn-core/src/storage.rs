@@ -12,6 +12,7 @@ use opendal::{ErrorKind as DalErrorKind, Operator};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
+use crate::faults::{self, FaultKind, FaultPlan, Operation};
 
 /// Name of the folder for in-progress writes inside a local repository.
 pub const TEMP_DIR: &str = ".tmp";
@@ -32,6 +33,7 @@ pub struct Storage {
     runtime: Arc<Runtime>,
     location: String,
     local_root: Option<PathBuf>,
+    faults: Option<Arc<FaultPlan>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -48,6 +50,17 @@ fn storage_error(operation: &'static str, path: &str, source: opendal::Error) ->
         path: path.to_string(),
         source: Box::new(source),
     }
+}
+
+fn injected(operation: &'static str, path: &str) -> Error {
+    storage_error(
+        operation,
+        path,
+        opendal::Error::new(
+            DalErrorKind::Unexpected,
+            "failure injected by CAIRN_STORAGE_FAULTS",
+        ),
+    )
 }
 
 fn absolute(root: &Path) -> Result<PathBuf> {
@@ -113,6 +126,7 @@ impl Storage {
             runtime: Arc::new(runtime),
             location: root_text,
             local_root: Some(root),
+            faults: FaultPlan::from_env().map(Arc::new),
         })
     }
 
@@ -136,26 +150,51 @@ impl Storage {
         self.runtime.block_on(self.read_async(path))
     }
 
+    /// Returns the injected fault for this operation; delays are applied here.
+    async fn fault(&self, operation: Operation, path: &str) -> Option<FaultKind> {
+        let kind = self.faults.as_ref()?.check(operation, path)?;
+        if kind == FaultKind::Delay {
+            tokio::time::sleep(faults::DELAY).await;
+            return None;
+        }
+        Some(kind)
+    }
+
     /// Reads a whole object (async form, for concurrent reads).
     pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
+        let fault = self.fault(Operation::Read, path).await;
+        if fault == Some(FaultKind::Fail) {
+            return Err(injected("read", path));
+        }
         let buffer = self
             .op
             .read(path)
             .await
             .map_err(|e| storage_error("read", path, e))?;
-        Ok(buffer.to_vec())
+        let mut bytes = buffer.to_vec();
+        if fault == Some(FaultKind::Truncate) {
+            bytes.truncate(bytes.len() / 2);
+        }
+        Ok(bytes)
     }
 
     /// Reads `range` of an object. Errors if the object is shorter.
     pub async fn read_range_async(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let expected = range.end - range.start;
+        let fault = self.fault(Operation::Read, path).await;
+        if fault == Some(FaultKind::Fail) {
+            return Err(injected("read", path));
+        }
         let buffer = self
             .op
             .read_with(path)
             .range(range.clone())
             .await
             .map_err(|e| storage_error("read", path, e))?;
-        let bytes = buffer.to_vec();
+        let mut bytes = buffer.to_vec();
+        if fault == Some(FaultKind::Truncate) {
+            bytes.truncate(bytes.len() / 2);
+        }
         if bytes.len() as u64 != expected {
             return Err(Error::corrupt(
                 path,
@@ -181,6 +220,12 @@ impl Storage {
         // IMPORTANT: the fs service writes to .tmp/, calls fsync on the file
         // and renames it into place. The object is durable when this returns,
         // except for its directory entry, which `sync_dirs` makes durable.
+        let mut bytes = bytes;
+        match self.fault(Operation::Write, path).await {
+            Some(FaultKind::Fail) => return Err(injected("write", path)),
+            Some(FaultKind::Truncate) => bytes.truncate(bytes.len() / 2),
+            _ => {}
+        }
         self.op
             .write(path, bytes)
             .await

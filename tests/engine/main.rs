@@ -1,6 +1,7 @@
 //! Round trips through the library: backup then restore, on a real local
 //! repository in a temporary folder.
 
+mod allocation;
 mod parsers;
 
 use std::io::Cursor;

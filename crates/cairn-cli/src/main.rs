@@ -167,7 +167,21 @@ fn restrict_file_modes() {
     }
 }
 
+/// Keeps glibc from moving large buffers (packs of 16 MiB, stream batches)
+/// into its heap arenas, where freed ones stayed resident: with glibc's
+/// adaptive threshold, peak memory grew from 103 to 145 MiB between a 1 GB
+/// and a 10 GB backup of new data.
+#[expect(unsafe_code, reason = "mallopt(3) has no safe wrapper")]
+fn fix_malloc_thresholds() {
+    // SAFETY: mallopt only changes allocator tuning parameters, before any
+    // thread starts; it touches no memory of ours.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    fix_malloc_thresholds();
     restrict_file_modes();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);

@@ -19,8 +19,8 @@ use crate::pack::{self, BlobEntry, PackBuilder};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 
-/// Packs named by one index object written by prune.
-const PACKS_PER_INDEX_OBJECT: usize = 1024;
+/// Packs named by one index object written by prune or repair.
+pub(crate) const PACKS_PER_INDEX_OBJECT: usize = 1024;
 
 /// Settings of one prune.
 #[derive(Debug, Clone, Copy)]
@@ -404,7 +404,8 @@ impl Repository {
         Ok(())
     }
 
-    fn write_repacked(&self, builder: PackBuilder) -> Result<PackRecord> {
+    /// Seals, writes and syncs a pack of copied blobs.
+    pub(crate) fn write_repacked(&self, builder: PackBuilder) -> Result<PackRecord> {
         let sealed = builder.finish(&self.keys)?;
         let path = pack::pack_path(&sealed.name);
         let size = sealed.bytes.len() as u64;

@@ -17,8 +17,7 @@ use crate::pack;
 use crate::repo::Repository;
 use crate::snapshot::Damage;
 
-/// Packs named by one index object written by repair.
-const PACKS_PER_INDEX_OBJECT: usize = 1024;
+use crate::prune::PACKS_PER_INDEX_OBJECT;
 
 /// What `repair index` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -259,7 +258,7 @@ impl Repository {
                                 &mut builder,
                                 pack::PackBuilder::with_capacity(pack_size),
                             );
-                            written.push(self.write_repacked_pack(full)?);
+                            written.push(self.write_repacked(full)?);
                         }
                     }
                     None => report.blobs_lost.push(entry.id.to_hex()),
@@ -267,7 +266,7 @@ impl Repository {
             }
         }
         if !builder.is_empty() {
-            written.push(self.write_repacked_pack(builder)?);
+            written.push(self.write_repacked(builder)?);
         }
         report.packs_written = written.len();
 
@@ -320,19 +319,5 @@ impl Repository {
             "damaged packs repaired"
         );
         Ok(report)
-    }
-
-    fn write_repacked_pack(&self, builder: pack::PackBuilder) -> Result<PackRecord> {
-        let sealed = builder.finish(&self.keys)?;
-        let path = pack::pack_path(&sealed.name);
-        let size = sealed.bytes.len() as u64;
-        // IMPORTANT: salvaged data is durable before the new index names it.
-        self.storage.write(&path, sealed.bytes)?;
-        self.storage.sync_dirs([path.as_str()])?;
-        Ok(PackRecord {
-            name: sealed.name,
-            size,
-            entries: sealed.entries,
-        })
     }
 }

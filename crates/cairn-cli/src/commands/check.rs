@@ -22,16 +22,9 @@ pub struct CheckArgs {
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
-    let (number, scale) = match text.strip_suffix('%') {
-        Some(number) => (number, 100.0),
-        None => (text, 1.0),
-    };
-    let value: f64 = number.trim().parse().map_err(|_| {
-        format!("{text:?} is not a fraction such as 0.1 or a percentage such as 10%")
-    })?;
-    let fraction = value / scale;
-    if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(format!("{text:?} must be more than 0 and at most 1 (100%)"));
+    let fraction = super::parse_share(text)?;
+    if fraction == 0.0 {
+        return Err(format!("{text:?} must be more than 0"));
     }
     Ok(fraction)
 }

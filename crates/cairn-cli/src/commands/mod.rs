@@ -87,6 +87,23 @@ pub fn read_lock(repository: &Repository, command: &str) -> Result<Option<cairn_
     }
 }
 
+/// Parses a share from 0 to 1, written as a fraction (0.1) or a
+/// percentage (10%).
+pub fn parse_share(text: &str) -> std::result::Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(number) => (number, 100.0),
+        None => (text, 1.0),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!("{text:?} is not a fraction such as 0.1 or a percentage such as 10%")
+    })?;
+    let share = value / scale;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("{text:?} must be between 0 and 1 (100%)"));
+    }
+    Ok(share)
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode JSON output")?;

@@ -12,26 +12,11 @@ use crate::GlobalArgs;
 pub struct PruneArgs {
     /// Largest unused share of a pack before its live data is copied into a
     /// new pack, as a fraction (0.1) or a percentage (10%).
-    #[arg(long, value_name = "FRACTION", default_value = "10%", value_parser = parse_share)]
+    #[arg(long, value_name = "FRACTION", default_value = "10%", value_parser = super::parse_share)]
     pub max_unused: f64,
     /// Report what would be deleted and repacked, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn parse_share(text: &str) -> Result<f64, String> {
-    let (number, scale) = match text.strip_suffix('%') {
-        Some(number) => (number, 100.0),
-        None => (text, 1.0),
-    };
-    let value: f64 = number.trim().parse().map_err(|_| {
-        format!("{text:?} is not a fraction such as 0.1 or a percentage such as 10%")
-    })?;
-    let share = value / scale;
-    if !(0.0..=1.0).contains(&share) {
-        return Err(format!("{text:?} must be between 0 and 1 (100%)"));
-    }
-    Ok(share)
 }
 
 /// Runs prune on an open repository and prints its report.

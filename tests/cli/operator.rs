@@ -109,3 +109,18 @@ fn command_without_separator_gets_hint() {
     );
     assert!(repo.snapshot_ids().is_empty(), "a snapshot was written");
 }
+
+#[test]
+fn json_errors_are_json() {
+    let repo = Repo::uninitialized();
+    let output = repo.run(&["--json", "snapshots"]);
+    assert_eq!(output.code(), Some(2), "{}", output.describe());
+    let report = output.json();
+    assert_eq!(report["exit_code"].as_u64(), Some(2), "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cairn init")),
+        "the JSON error does not carry the message: {report}"
+    );
+}

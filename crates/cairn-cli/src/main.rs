@@ -214,6 +214,15 @@ fn main() -> ExitCode {
                     );
                 } else {
                     eprintln!("cairn: error: {error:#}");
+                    if cli.global.json {
+                        // Monitoring that parses --json output gets the
+                        // failure in the same form as a success.
+                        let report = serde_json::json!({
+                            "error": format!("{error:#}"),
+                            "exit_code": code,
+                        });
+                        println!("{report}");
+                    }
                 }
             }
             ExitCode::from(code)

@@ -167,16 +167,18 @@ fn restrict_file_modes() {
     }
 }
 
-/// Keeps glibc from moving large buffers (packs of 16 MiB, stream batches)
-/// into its heap arenas, where freed ones stayed resident: with glibc's
-/// adaptive threshold, peak memory grew from 103 to 145 MiB between a 1 GB
-/// and a 10 GB backup of new data.
+/// Keeps glibc from moving freed 16 MiB pack buffers into its heap arenas,
+/// where they stayed resident: with glibc's adaptive threshold, peak memory
+/// of a backup of new data grew from 103 MiB at 1 GB to 145 MiB at 10 GB.
+/// At 8 MiB, packs are mapped and unmapped while smaller buffers stay on the
+/// heap: 84 and 115 MiB, for about 13% more CPU in a first backup (a 1 MiB
+/// threshold gave 72 and 104 MiB for about 25%). docs/benchmarks.md has the runs.
 #[expect(unsafe_code, reason = "mallopt(3) has no safe wrapper")]
 fn fix_malloc_thresholds() {
     // SAFETY: mallopt only changes allocator tuning parameters, before any
     // thread starts; it touches no memory of ours.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
     }
 }
 

@@ -455,7 +455,7 @@ fn repair_snapshots_marks_damage() {
     let bad = random_bytes(100_000, 22);
     let good_id = snapshot_id(&repo.backup_stdin("good.bin", &good));
     let bad_id = snapshot_id(&repo.backup_stdin("bad.bin", &bad));
-    // Packs are named by their hash; the newest pack holds the second
+    // Packs are named by their hash. The newest pack contains the second
     // backup's data only, because the two inputs share nothing.
     let mut packs = files_under(&repo.path.join("data"));
     packs.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());

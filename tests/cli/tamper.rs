@@ -276,7 +276,7 @@ fn empty_snapshot_object() {
     assert_restores(repo, &setup.second_id, &setup.second_data);
 }
 
-/// The local cache still holds what the index object said, so a restore with
+/// The local cache still contains the records of the index object, so a restore with
 /// that cache gives the right bytes. `check` must report the object all the same,
 /// and with a new cache the restore must fail.
 #[test]

@@ -168,7 +168,7 @@ fn restrict_file_modes() {
 }
 
 /// Keeps glibc from moving freed 16 MiB pack buffers into its heap arenas,
-/// where they stayed resident: with glibc's adaptive threshold, peak memory
+/// where they stayed resident. With glibc's adaptive threshold, peak memory
 /// of a backup of new data grew from 103 MiB at 1 GB to 145 MiB at 10 GB.
 /// At 8 MiB, packs are mapped and unmapped while smaller buffers stay on the
 /// heap: 84 and 115 MiB, for about 13% more CPU in a first backup (a 1 MiB
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         // A listing piped into `head` is not a failure. A restore whose
-        // reader stopped early is, and says so below.
+        // reader stopped early is a failure and prints a message below.
         Err(error) if is_broken_pipe(&error) && !matches!(cli.command, Command::Restore(_)) => {
             ExitCode::from(EXIT_OK)
         }

@@ -43,7 +43,7 @@ fn strip_line_end(mut text: Zeroizing<String>) -> Zeroizing<String> {
     text
 }
 
-/// Reads the passphrase. With `confirm`, a terminal prompt asks twice.
+/// Reads the passphrase. With `confirm`, a terminal prompt reads it twice.
 pub fn read(confirm: bool) -> Result<Zeroizing<String>> {
     read_from(&CURRENT, confirm)
 }

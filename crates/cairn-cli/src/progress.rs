@@ -16,7 +16,7 @@ pub struct Bar {
 }
 
 impl Bar {
-    /// A byte counter with a free-form message.
+    /// Creates a byte counter with a free-form message.
     pub fn new(json: bool, total: Option<u64>, template: &str) -> Bar {
         let visible = !json && std::io::stderr().is_terminal();
         let bar = match total {

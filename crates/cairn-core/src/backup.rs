@@ -454,6 +454,8 @@ fn consume_batches(
             }
         }
         let level = session.level;
+        // NOTE: each new chunk is sealed into its own Vec and then copied
+        // into the pack, one extra copy of new data only.
         let sealed: Vec<Vec<u8>> = fresh
             .par_iter()
             .map(|&i| {

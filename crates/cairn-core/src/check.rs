@@ -62,7 +62,7 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
-/// What the structural check found for one chunk list.
+/// Findings of the structural check for one chunk list.
 #[derive(Debug, Default)]
 struct ListFindings {
     /// Packs holding the list and its chunks.

@@ -1,6 +1,6 @@
 //! Content-defined chunking of a stream with FastCDC and a keyed gear table.
 //!
-//! The cut-point search is `fastcdc::v2020::cut_gear`; cairn supplies the gear
+//! The cut-point search is `fastcdc::v2020::cut_gear`. cairn supplies the gear
 //! table, derived from the repository key, so chunk sizes do not reveal known
 //! content to someone without the key. Boundaries depend only on the bytes,
 //! the parameters and the key: a golden test pins them, because any change

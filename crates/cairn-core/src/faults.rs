@@ -1,6 +1,6 @@
 //! Storage fault injection, for tests of how cairn handles a failing backend.
 //!
-//! `CAIRN_STORAGE_FAULTS` holds comma-separated rules `OP:PREFIX:NTH:KIND`:
+//! `CAIRN_STORAGE_FAULTS` contains comma-separated rules `OP:PREFIX:NTH:KIND`:
 //! OP is `read` or `write`; PREFIX selects object paths (`data/`, `index/`,
 //! `snapshots/`, or `*` for all); NTH is the 1-based count of matching
 //! operations that fails, or `*` for every one; KIND is `fail` (the
@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What an injected fault does.
+/// Effect of an injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
     /// The operation fails with a storage error.

@@ -497,8 +497,7 @@ impl Index {
     }
 
     /// Runs a point lookup. The queries use CROSS JOIN so that SQLite reads
-    /// `blobs` by id first; left to choose, it probed the primary key once
-    /// per pack, which made lookups grow with the number of packs.
+    /// `blobs` by id first, a plan that does not depend on the pack count.
     fn lookup_where(&self, id: &Id, sql: &str) -> Result<Option<Location>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         stmt.query_row([&id.0[..]], |row| {

@@ -41,7 +41,7 @@ impl Default for PruneOptions {
     }
 }
 
-/// What a prune did, or would do with `dry_run`.
+/// Outcome of a prune, or the plan of one with `dry_run`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
     /// Nothing was changed.
@@ -122,8 +122,8 @@ impl Repository {
             bytes_before: listed_packs.iter().map(|o| o.size).sum(),
             ..PruneReport::default()
         };
-        // Each live blob gets one owner pack, preferring packs with more
-        // live blobs; other copies count as unused, so duplicates left by
+        // Each live blob gets one owner pack, preferring packs with more live
+        // blobs. Other copies count as unused, so duplicates left by
         // concurrent or interrupted backups are reclaimed too.
         let mut loaded = Vec::with_capacity(packs.len());
         for info in &packs {

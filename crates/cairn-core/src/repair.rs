@@ -19,7 +19,7 @@ use crate::snapshot::Damage;
 
 use crate::prune::PACKS_PER_INDEX_OBJECT;
 
-/// What `repair index` did.
+/// Outcome of `repair index`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RepairReport {
     /// Packs whose headers were read and indexed.
@@ -115,7 +115,7 @@ impl Repository {
 pub struct DamagedSnapshot {
     /// Snapshot id, hex.
     pub id: String,
-    /// What is missing or damaged, one line per problem.
+    /// Missing or damaged objects, one line per problem.
     pub reasons: Vec<String>,
     /// Id of the snapshot object that now records the damage, when marked.
     pub marked_as: Option<String>,
@@ -188,7 +188,7 @@ impl Repository {
     }
 }
 
-/// What `repair packs` did.
+/// Outcome of `repair packs`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PackRepairReport {
     /// Damaged or missing packs, with what was wrong.
@@ -200,7 +200,7 @@ pub struct PackRepairReport {
     pub blobs_lost: Vec<String>,
     /// New packs written.
     pub packs_written: usize,
-    /// Where each damaged pack was moved, for inspection.
+    /// New paths of the damaged packs, kept for inspection.
     pub moved: Vec<String>,
 }
 

@@ -61,7 +61,7 @@ pub struct Snapshot {
 /// Record of damage found in a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Damage {
-    /// What is missing or damaged.
+    /// Description of the missing or damaged data.
     pub reason: String,
     /// When the damage was recorded, RFC 3339.
     pub marked: String,

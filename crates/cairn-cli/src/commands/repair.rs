@@ -8,7 +8,7 @@ use crate::{EXIT_INTEGRITY, GlobalArgs, Reported};
 /// Arguments of `cairn repair`.
 #[derive(Args, Debug)]
 pub struct RepairArgs {
-    /// What to repair.
+    /// Object kind to repair.
     #[command(subcommand)]
     pub what: RepairWhat,
 }

@@ -64,6 +64,32 @@ pub struct Source {
     pub producer: Option<Producer>,
 }
 
+/// Streams of one backup, started one at a time: the next source is asked
+/// for only after the previous entry is stored, so a producer (a `pg_dump`)
+/// starts when its turn comes, not all at once.
+pub trait Sources {
+    /// Returns the next stream, or `None` after the last.
+    fn next_source(&mut self) -> Result<Option<Source>>;
+
+    /// Called after an entry was stored and its producer exited with
+    /// status 0. An error here fails the backup.
+    fn entry_stored(&mut self, _summary: &EntrySummary) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called after the last entry, before the snapshot is written; may add
+    /// metadata to it. An error here fails the backup.
+    fn complete(&mut self, _snapshot: &mut Snapshot) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Sources for std::vec::IntoIter<Source> {
+    fn next_source(&mut self) -> Result<Option<Source>> {
+        Ok(self.next())
+    }
+}
+
 /// Options of one backup.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -516,28 +542,32 @@ impl Repository {
         options: &BackupOptions,
         progress: &dyn Progress,
     ) -> Result<BackupSummary> {
+        let mut names = HashSet::new();
+        for source in &sources {
+            validate_entry_name(&source.name)?;
+            if !names.insert(source.name.clone()) {
+                return Err(duplicate_entry(&source.name));
+            }
+        }
+        self.backup_sources(&mut sources.into_iter(), options, progress)
+    }
+
+    /// Backs up the streams `sources` yields as the entries of one new
+    /// snapshot, with the guarantees of [`Repository::backup`].
+    pub fn backup_sources(
+        &mut self,
+        sources: &mut dyn Sources,
+        options: &BackupOptions,
+        progress: &dyn Progress,
+    ) -> Result<BackupSummary> {
         let started = Instant::now();
         let start_time = match &options.time {
             Some(text) => snapshot::parse_rfc3339(text)?,
             None => std::time::SystemTime::now(),
         };
         let time = snapshot::format_rfc3339(start_time);
-        let mut names = HashSet::new();
-        for source in &sources {
-            validate_entry_name(&source.name)?;
-            if !names.insert(source.name.clone()) {
-                return Err(Error::Invalid(format!(
-                    "entry name {} is given twice; each entry of a snapshot needs its own name",
-                    source.name
-                )));
-            }
-        }
         let lock = Lock::shared(&self.storage, &self.keys, "backup")?;
-        info!(
-            entries = %sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(","),
-            location = self.storage.location(),
-            "backup started"
-        );
+        info!(location = self.storage.location(), "backup started");
         let chunker = Chunker::new(self.config.chunker, self.keys.gear())?;
         let pack_size = self.config.pack_size as usize;
         let mut session = Session {
@@ -556,8 +586,31 @@ impl Repository {
         };
         let mut entries = Vec::new();
         let mut summaries = Vec::new();
-        for source in sources {
-            match backup_entry(&mut session, &chunker, source, options.allow_empty) {
+        let mut names = HashSet::new();
+        loop {
+            let next = sources.next_source().and_then(|source| {
+                if let Some(source) = &source {
+                    validate_entry_name(&source.name)?;
+                    if !names.insert(source.name.clone()) {
+                        return Err(duplicate_entry(&source.name));
+                    }
+                }
+                Ok(source)
+            });
+            let source = match next {
+                Ok(Some(source)) => source,
+                Ok(None) => break,
+                Err(e) => {
+                    session.abandon();
+                    return Err(e);
+                }
+            };
+            let stored = backup_entry(&mut session, &chunker, source, options.allow_empty)
+                .and_then(|(entry, summary)| {
+                    sources.entry_stored(&summary)?;
+                    Ok((entry, summary))
+                });
+            match stored {
                 Ok((entry, summary)) => {
                     info!(
                         entry = %summary.name,
@@ -582,7 +635,7 @@ impl Repository {
         let (stored_bytes, packs) = (session.stored_bytes, session.packs);
         drop(session);
 
-        let snapshot = Snapshot {
+        let mut snapshot = Snapshot {
             format_version: SNAPSHOT_VERSION,
             time,
             finished: snapshot::format_rfc3339(start_time + started.elapsed()),
@@ -593,7 +646,9 @@ impl Repository {
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
             entries,
             damaged: None,
+            postgres: None,
         };
+        sources.complete(&mut snapshot)?;
         let (id, bytes) = snapshot.encode(&self.keys)?;
         let path = snapshot::snapshot_path(&id);
         lock.ensure_held()?;
@@ -621,6 +676,12 @@ impl Repository {
         );
         Ok(summary)
     }
+}
+
+fn duplicate_entry(name: &str) -> Error {
+    Error::Invalid(format!(
+        "entry name {name} is given twice; each entry of a snapshot needs its own name"
+    ))
 }
 
 /// Checks that an entry name is usable as a file name on restore.

@@ -195,6 +195,15 @@ pub enum Error {
     /// A conflicting lock exists, or this process lost its lock.
     #[error("{0}")]
     Locked(String),
+
+    /// A PostgreSQL server or tool failed during a restore or drill.
+    #[error("{0}")]
+    Postgres(String),
+
+    /// A restore drill found a restored database that differs from the
+    /// evidence recorded at backup time.
+    #[error("{0}")]
+    DrillFailed(String),
 }
 
 impl Error {
@@ -208,6 +217,7 @@ impl Error {
             | Error::UnsupportedVersion { .. }
             | Error::MissingChunk { .. } => ErrorKind::Integrity,
             Error::Producer(_) => ErrorKind::Producer,
+            Error::DrillFailed(_) => ErrorKind::Integrity,
             Error::Locked(_) => ErrorKind::Locked,
             Error::NotARepository { .. }
             | Error::AlreadyExists { .. }
@@ -220,6 +230,7 @@ impl Error {
             | Error::Cache { .. }
             | Error::Io { .. }
             | Error::EmptyStream { .. }
+            | Error::Postgres(_)
             | Error::Interrupted => ErrorKind::Other,
         }
     }

@@ -48,22 +48,24 @@ fn describe(status: ExitStatus) -> String {
 impl Producer {
     /// Starts `argv[0]` with the remaining arguments, stdout piped to cairn.
     pub fn spawn(argv: &[String]) -> Result<Producer> {
+        Self::spawn_with_env(argv, &[])
+    }
+
+    /// Like [`Producer::spawn`], with extra environment variables. Secrets
+    /// for the producer (a database password) go here, never into `argv`,
+    /// which every user of the machine can read.
+    pub fn spawn_with_env(argv: &[String], env: &[(&str, &str)]) -> Result<Producer> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Invalid("the producer command is empty".into()));
         };
-        // The producer gets no passphrase: CAIRN_PASSWORD and
-        // CAIRN_NEW_PASSWORD are removed from its environment, where other
-        // processes of the user could read them.
         let mut command = Command::new(program);
-        stop_with_parent(&mut command);
+        prepare_child(&mut command);
         let mut child = command
             .args(args)
-            .env_remove("CAIRN_PASSWORD")
-            .env_remove("CAIRN_NEW_PASSWORD")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
             .map_err(|e| Error::Producer(format!("cannot start producer `{program}`: {e}")))?;
         let stdout = child.stdout.take();
@@ -173,6 +175,18 @@ impl Producer {
     }
 }
 
+/// Sets up a child process as cairn runs every helper program: in its own
+/// process group, stopped when cairn dies, and without the passphrase.
+/// CAIRN_PASSWORD and CAIRN_NEW_PASSWORD are removed from its environment,
+/// where other processes of the user could read them.
+pub(crate) fn prepare_child(command: &mut Command) {
+    stop_with_parent(command);
+    command
+        .env_remove("CAIRN_PASSWORD")
+        .env_remove("CAIRN_NEW_PASSWORD")
+        .process_group(0);
+}
+
 /// Asks the kernel to send SIGTERM to the producer when cairn dies, even by
 /// SIGKILL, so a killed backup does not leave its producer running.
 #[expect(
@@ -193,7 +207,7 @@ fn stop_with_parent(command: &mut Command) {
 }
 
 #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
-fn kill_group(group: i32, signal: i32) {
+pub(crate) fn kill_group(group: i32, signal: i32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours; a
     // negative pid addresses the process group the producer leads.
     unsafe {

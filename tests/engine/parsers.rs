@@ -74,6 +74,7 @@ fn samples() -> Samples {
             }],
         }],
         damaged: None,
+        postgres: None,
     };
     let snapshot = manifest.encode(&keys).expect("encode snapshot");
     let fast = KdfParams {

@@ -98,6 +98,8 @@ pub enum Command {
     Repair(commands::repair::RepairArgs),
     /// List, add, change and remove the passphrases that open the repository.
     Key(commands::key::KeyArgs),
+    /// PostgreSQL: back up a server, restore a database, run restore drills.
+    Pg(commands::pg::PgArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -199,6 +201,7 @@ fn main() -> ExitCode {
         Command::Unlock(args) => commands::unlock::run(&cli.global, args),
         Command::Repair(args) => commands::repair::run(&cli.global, args),
         Command::Key(args) => commands::key::run(&cli.global, args),
+        Command::Pg(args) => commands::pg::run(&cli.global, args),
     };
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -55,6 +55,8 @@ pub enum Domain {
     Lock,
     /// The master secret inside a key object.
     KeyObject,
+    /// A restore drill record.
+    Drill,
 }
 
 impl Domain {
@@ -68,6 +70,7 @@ impl Domain {
             Domain::Config => b"cairn/config",
             Domain::Lock => b"cairn/lock",
             Domain::KeyObject => b"cairn/key",
+            Domain::Drill => b"cairn/drill",
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod lock;
 pub mod object;
 pub mod pack;
+pub mod pg;
 pub mod producer;
 pub mod prune;
 pub mod repair;

@@ -423,7 +423,7 @@ impl Repository {
 
 /// Free bytes for unprivileged users on the filesystem holding `path`.
 #[expect(unsafe_code, reason = "statvfs(3) has no safe wrapper in std")]
-fn available_bytes(path: &std::path::Path) -> Option<u64> {
+pub(crate) fn available_bytes(path: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();

@@ -56,6 +56,10 @@ pub struct Snapshot {
     /// cannot be restored in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub damaged: Option<Damage>,
+    /// Written by `cairn pg backup`: the server, the databases and the
+    /// evidence recorded for restore drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::pg::meta::PgSnapshot>,
 }
 
 /// Record of damage found in a snapshot.
@@ -285,6 +289,7 @@ mod tests {
                 }],
             }],
             damaged: None,
+            postgres: None,
         };
         let (id, bytes) = snapshot.encode(&keys).expect("encode");
         assert_eq!(

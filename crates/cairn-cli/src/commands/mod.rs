@@ -5,6 +5,7 @@ pub mod check;
 pub mod forget;
 pub mod init;
 pub mod key;
+pub mod pg;
 pub mod prune;
 pub mod repair;
 pub mod restore;

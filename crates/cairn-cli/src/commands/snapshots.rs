@@ -1,6 +1,9 @@
 //! `cairn snapshots`.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
+use cairn_core::pg::drill::{DrillRecord, read_records};
 use clap::Args;
 use indicatif::HumanBytes;
 use serde::Serialize;
@@ -30,12 +33,39 @@ struct SnapshotRow<'a> {
     entries: Vec<EntryRow<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     damaged: Option<&'a cairn_core::snapshot::Damage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgres: Option<&'a cairn_core::pg::meta::PgSnapshot>,
+    /// The newest restore drill of this snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drill: Option<&'a DrillRecord>,
+}
+
+/// The newest drill record of each snapshot.
+fn latest_drills(repository: &cairn_core::Repository) -> Result<HashMap<String, DrillRecord>> {
+    let mut latest = HashMap::new();
+    // Records come oldest first, so later ones replace earlier ones.
+    for (_, record) in read_records(repository)? {
+        latest.insert(record.snapshot.clone(), record);
+    }
+    Ok(latest)
+}
+
+fn drill_summary(record: Option<&DrillRecord>) -> String {
+    match record {
+        None => "-".into(),
+        Some(record) => format!(
+            "{} {}",
+            if record.passed { "passed" } else { "FAILED" },
+            record.time.chars().take(10).collect::<String>()
+        ),
+    }
 }
 
 /// Lists snapshots, oldest first.
 pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let snapshots = repository.index.snapshots()?;
+    let drills = latest_drills(&repository)?;
     if global.json {
         let rows: Vec<SnapshotRow<'_>> = snapshots
             .iter()
@@ -48,6 +78,8 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
                 tags: &s.tags,
                 command: &s.command,
                 damaged: s.damaged.as_ref(),
+                postgres: s.postgres.as_ref(),
+                drill: drills.get(&id.to_hex()),
                 entries: s
                     .entries
                     .iter()
@@ -66,11 +98,12 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
         return Ok(());
     }
     crate::say!(
-        "{:<10} {:<20} {:<16} {:<12} ENTRIES",
+        "{:<10} {:<20} {:<16} {:<12} {:<18} ENTRIES",
         "ID",
         "TIME (UTC)",
         "HOST",
-        "TAGS"
+        "TAGS",
+        "DRILL"
     );
     for (id, snapshot) in &snapshots {
         let time: String = snapshot
@@ -90,11 +123,12 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
             None => entries,
         };
         crate::say!(
-            "{:<10} {:<20} {:<16} {:<12} {}",
+            "{:<10} {:<20} {:<16} {:<12} {:<18} {}",
             id.short(),
             time,
             snapshot.host,
             snapshot.tags.join(","),
+            drill_summary(drills.get(&id.to_hex())),
             entries
         );
     }

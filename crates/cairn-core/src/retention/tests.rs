@@ -775,6 +775,7 @@ fn unreadable_snapshot_time_is_corrupt() {
         cairn_version: "0".into(),
         entries: Vec::new(),
         damaged: None,
+        postgres: None,
     };
     let result = SnapshotInfo::from_snapshot(id(1), &manifest);
     assert!(

@@ -1,0 +1,344 @@
+//! `cairn pg backup | restore | verify`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_core::backup::BackupOptions;
+use cairn_core::pg::Target;
+use cairn_core::pg::backup::{PgBackup, PgBackupOptions};
+use cairn_core::pg::drill::{DrillOptions, drill};
+use cairn_core::pg::restore::{PgRestoreOptions, list, restore};
+use clap::{Args, Subcommand};
+use indicatif::HumanBytes;
+
+use crate::GlobalArgs;
+use crate::progress::Bar;
+
+/// Arguments of `cairn pg`.
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    /// The PostgreSQL command.
+    #[command(subcommand)]
+    pub command: PgCommand,
+}
+
+/// PostgreSQL commands.
+#[derive(Subcommand, Debug)]
+pub enum PgCommand {
+    /// Back up databases and roles of a server as one snapshot.
+    Backup(PgBackupArgs),
+    /// Restore one database of a snapshot into a server.
+    Restore(PgRestoreArgs),
+    /// Restore drill: restore a snapshot into scratch databases and compare
+    /// with the evidence recorded at backup time.
+    Verify(PgVerifyArgs),
+}
+
+/// Arguments of `cairn pg backup`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cairn pg backup --all --connection postgres://backup@db1/postgres\n  \
+    PGHOST=/run/postgresql cairn pg backup app billing\n\n\
+Each database is dumped with pg_dump -Fc -Z0 from one exported snapshot, in which cairn also \
+records row counts, checksums, schemas, policies, roles and extensions for `cairn pg verify`. \
+Roles and other cluster-wide objects are stored as globals.sql. If any database fails, no \
+snapshot is written (exit code 5).")]
+pub struct PgBackupArgs {
+    /// Databases to back up [default: the database named by --connection].
+    #[arg(value_name = "DATABASE")]
+    pub databases: Vec<String>,
+    /// Back up every database that accepts connections, except templates.
+    #[arg(long)]
+    pub all: bool,
+    /// Leave a database out of --all; repeat for several.
+    #[arg(long, value_name = "DATABASE", requires = "all")]
+    pub exclude: Vec<String>,
+    /// Server to back up: a postgres:// URL or key=value pairs; without it,
+    /// libpq's PGHOST, PGPORT, PGUSER, PGSERVICE and ~/.pgpass apply.
+    #[arg(long, short = 'c', env = "CAIRN_PG_CONNECTION", value_name = "URL")]
+    pub connection: Option<String>,
+    /// Do not store globals.sql (roles, tablespaces).
+    #[arg(long)]
+    pub no_globals: bool,
+    /// Record row counts only, without table checksums (saves one read of
+    /// every table on the server).
+    #[arg(long)]
+    pub no_checksums: bool,
+    /// Folder of the PostgreSQL client programs [default: the oldest in
+    /// /usr/lib/postgresql/*/bin or PATH that is as new as the server].
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Tag to store with the snapshot; repeat for several.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+}
+
+/// Arguments of `cairn pg restore`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cairn pg restore latest --db app --to postgres://admin@db2/postgres --create --globals\n  \
+    cairn pg restore 3f2a9c --db app --to postgres://admin@db2/app_copy --table public.orders\n  \
+    cairn pg restore latest --db app --list\n\n\
+With --create, --to names the server (its database is used only to connect) and the new \
+database gets the snapshot's encoding and locale. Without --create, --to names an existing, \
+empty database. The restore runs in one transaction and stops at the first error, unless \
+--jobs is above 1.")]
+pub struct PgRestoreArgs {
+    /// Snapshot id prefix or `latest`.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Database of the snapshot to restore.
+    #[arg(long, value_name = "NAME")]
+    pub db: String,
+    /// Target: a postgres:// URL or key=value pairs [required unless --list].
+    #[arg(long, value_name = "URL", required_unless_present = "list")]
+    pub to: Option<String>,
+    /// Create the database on the target, with the snapshot's encoding and locale.
+    #[arg(long)]
+    pub create: bool,
+    /// With --create: name of the new database [default: the source's name].
+    #[arg(long = "as", value_name = "NAME", requires = "create")]
+    pub rename: Option<String>,
+    /// Drop objects of the dump that exist in the target before recreating them.
+    #[arg(long)]
+    pub clean: bool,
+    /// First create the snapshot's roles that the target lacks (existing roles are left unchanged).
+    #[arg(long)]
+    pub globals: bool,
+    /// Restore only this schema; repeat for several (pg_restore --schema).
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Vec<String>,
+    /// Restore only this table; repeat for several (pg_restore --table).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Print the archive's table of contents (pg_restore --list) and restore nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// Parallel pg_restore jobs; above 1 the dump is first written to a file in --temp-dir.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub jobs: u32,
+    /// Folder for that file [default: TMPDIR or /tmp].
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Restore into a database whose encoding or locale differs from the snapshot's.
+    #[arg(long)]
+    pub force_locale: bool,
+    /// Allow restoring into the database the snapshot was taken from, on the same server.
+    #[arg(long)]
+    pub overwrite_source: bool,
+    /// Folder of the PostgreSQL client programs.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// Arguments of `cairn pg verify`.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  \
+    cairn pg verify latest --scratch postgres://drill@scratch-db/postgres\n\n\
+The scratch role needs CREATEDB and must be able to create the snapshot's roles (a superuser \
+on a dedicated scratch server). Missing roles are created there from globals.sql; existing \
+roles are left unchanged. The outcome is stored in the repository and shown by `cairn \
+snapshots`. Exit code 3 when a restored database differs from the evidence.")]
+pub struct PgVerifyArgs {
+    /// Snapshot id prefix or `latest`.
+    #[arg(value_name = "SNAPSHOT", default_value = "latest")]
+    pub snapshot: String,
+    /// Scratch server: a postgres:// URL or key=value pairs.
+    #[arg(long, value_name = "URL", env = "CAIRN_PG_SCRATCH")]
+    pub scratch: String,
+    /// Check only this database of the snapshot; repeat for several [default: all].
+    #[arg(long = "db", value_name = "NAME")]
+    pub databases: Vec<String>,
+    /// Keep the scratch databases instead of dropping them.
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not run pg_amcheck on the restored databases.
+    #[arg(long)]
+    pub no_amcheck: bool,
+    /// Folder of the PostgreSQL client programs.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// Runs a `cairn pg` command.
+pub fn run(global: &GlobalArgs, args: &PgArgs) -> Result<()> {
+    match &args.command {
+        PgCommand::Backup(args) => run_backup(global, args),
+        PgCommand::Restore(args) => run_restore(global, args),
+        PgCommand::Verify(args) => run_verify(global, args),
+    }
+}
+
+fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
+    let mut repository = super::open_repository(global)?;
+    let options = PgBackupOptions {
+        target: Target::parse(args.connection.as_deref())?,
+        databases: args.databases.clone(),
+        all: args.all,
+        exclude: args.exclude.clone(),
+        globals: !args.no_globals,
+        checksums: !args.no_checksums,
+        pg_bin: args.pg_bin.clone(),
+    };
+    let mut sources = PgBackup::prepare(&options)?;
+    let databases: Vec<String> = sources.databases().iter().map(|s| s.to_string()).collect();
+    tracing::info!(databases = %databases.join(","), pg_dump = %sources.pg_dump_version(), "backing up");
+    let mut command = vec!["cairn".to_string(), "pg".into(), "backup".into()];
+    command.extend(databases.iter().cloned());
+    let backup_options = BackupOptions {
+        tags: args.tags.clone(),
+        command: Some(command),
+        allow_empty: false,
+        time: None,
+    };
+    let bar = Bar::new(
+        global.json,
+        None,
+        "{spinner} {elapsed_precise} read {bytes} ({bytes_per_sec}) {msg}",
+    );
+    let result = repository.backup_sources(&mut sources, &backup_options, &bar);
+    bar.finish();
+    let summary = result?;
+    if global.json {
+        return super::print_json(&summary);
+    }
+    let rate = summary.bytes_read as f64 / summary.duration_secs.max(1e-9) / 1e6;
+    crate::say!(
+        "snapshot {} saved: {} database(s), read {} in {:.1} s ({rate:.0} MB/s), {} added to the repository",
+        &summary.snapshot[..8],
+        databases.len(),
+        HumanBytes(summary.bytes_read),
+        summary.duration_secs,
+        HumanBytes(summary.stored_bytes)
+    );
+    for entry in &summary.entries {
+        crate::say!(
+            "  {}: {} in {} chunks, {} new",
+            entry.name,
+            HumanBytes(entry.size),
+            entry.chunks,
+            entry.new_chunks
+        );
+    }
+    Ok(())
+}
+
+fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
+    if args.jobs == 0 {
+        return Err(cairn_core::Error::Invalid("--jobs must be 1 or more".into()).into());
+    }
+    let repository = super::open_repository(global)?;
+    let _lock = super::read_lock(&repository, "pg restore")?;
+    let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    if args.list {
+        return Ok(list(
+            &repository,
+            &id,
+            &snapshot,
+            &args.db,
+            args.pg_bin.as_deref(),
+        )?);
+    }
+    let temp_dir = args.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    if args.jobs > 1 && !global.json {
+        eprintln!(
+            "cairn: --jobs {} needs a seekable file: the dump is first written to {} (size checked first) and removed afterwards",
+            args.jobs,
+            temp_dir.display()
+        );
+    }
+    let options = PgRestoreOptions {
+        database: args.db.clone(),
+        target: Target::parse(args.to.as_deref())?,
+        create: args.create,
+        rename: args.rename.clone(),
+        clean: args.clean,
+        globals: args.globals,
+        schemas: args.schema.clone(),
+        tables: args.table.clone(),
+        jobs: args.jobs,
+        temp_dir,
+        force_locale: args.force_locale,
+        overwrite_source: args.overwrite_source,
+        pg_bin: args.pg_bin.clone(),
+    };
+    let bar = Bar::new(
+        global.json,
+        None,
+        "{spinner} {elapsed_precise} restored {bytes} ({bytes_per_sec})",
+    );
+    let result = restore(&repository, &id, &snapshot, &options, &bar);
+    bar.finish();
+    let report = result?;
+    if global.json {
+        return super::print_json(&report);
+    }
+    if let Some(globals) = &report.globals {
+        crate::say!(
+            "roles: {} created, {} existed and were left unchanged{}",
+            globals.created.len(),
+            globals.kept.len(),
+            if globals.errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} statement(s) failed (see warnings)",
+                    globals.errors.len()
+                )
+            }
+        );
+    }
+    crate::say!(
+        "restored database {} of snapshot {} into {}{}: {} in {:.1} s",
+        args.db,
+        id.short(),
+        report.database,
+        if report.created { " (created)" } else { "" },
+        HumanBytes(report.bytes),
+        report.duration_secs
+    );
+    Ok(())
+}
+
+fn run_verify(global: &GlobalArgs, args: &PgVerifyArgs) -> Result<()> {
+    let repository = super::open_repository(global)?;
+    let _lock = super::read_lock(&repository, "pg verify")?;
+    let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    let options = DrillOptions {
+        scratch: Target::parse(Some(&args.scratch))?,
+        keep: args.keep,
+        no_amcheck: args.no_amcheck,
+        databases: args.databases.clone(),
+        pg_bin: args.pg_bin.clone(),
+        temp_dir: std::env::temp_dir(),
+    };
+    let bar = Bar::new(
+        global.json,
+        None,
+        "{spinner} {elapsed_precise} restored {bytes} ({bytes_per_sec})",
+    );
+    let result = drill(&repository, &id, &snapshot, &options, &bar);
+    bar.finish();
+    let record = result?;
+    if global.json {
+        return super::print_json(&record);
+    }
+    for db in &record.databases {
+        crate::say!(
+            "  {}: restored in {:.1} s into {}{}, {} tables and {} rows match, pg_amcheck {}",
+            db.name,
+            db.restore_secs,
+            db.scratch_name,
+            if db.kept { " (kept)" } else { "" },
+            db.tables,
+            db.rows,
+            db.amcheck
+        );
+    }
+    crate::say!(
+        "restore drill of snapshot {} passed in {:.1} s",
+        id.short(),
+        record.duration_secs
+    );
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! `cairn pg verify`: restore drills.
+//!
+//! A drill restores every database of a snapshot into new scratch databases
+//! on a scratch server, records the same evidence there as the backup did,
+//! compares, runs `pg_amcheck`, drops the scratch databases and stores the
+//! outcome in the repository as a drill record (`drills/<hash>`), which
+//! `cairn snapshots` shows next to the snapshot.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::evidence;
+use super::meta::PgDatabase;
+use super::restore::{self, apply_globals, create_database, drop_database, find_database, pg_meta};
+use super::session::Session;
+use super::{Target, Tools};
+use crate::Repository;
+use crate::crypto::{Domain, Keys};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::object;
+use crate::restore::RestoreProgress;
+use crate::snapshot::{self, Snapshot};
+
+const MAGIC: &[u8; 8] = b"CAIRNDRL";
+/// Folder of drill records in the backend.
+pub const DRILLS_PREFIX: &str = "drills/";
+
+/// Options of a drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The scratch server.
+    pub scratch: Target,
+    /// Keep the scratch databases for inspection.
+    pub keep: bool,
+    /// Skip pg_amcheck.
+    pub no_amcheck: bool,
+    /// Only these databases of the snapshot; all when empty.
+    pub databases: Vec<String>,
+    /// Folder of the PostgreSQL client programs.
+    pub pg_bin: Option<PathBuf>,
+    /// Folder for temporary files (unused by streaming restores).
+    pub temp_dir: PathBuf,
+}
+
+/// Outcome of one database in a drill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillDatabase {
+    /// Database name in the snapshot.
+    pub name: String,
+    /// Scratch database it was restored into.
+    pub scratch_name: String,
+    /// Seconds pg_restore took.
+    pub restore_secs: f64,
+    /// Tables compared.
+    pub tables: usize,
+    /// Rows compared.
+    pub rows: u64,
+    /// Differences found, one line each; empty when it matched.
+    pub differences: Vec<String>,
+    /// `passed`, `failed: ...` or `skipped: ...`.
+    pub amcheck: String,
+    /// Whether the scratch database was kept.
+    pub kept: bool,
+}
+
+/// A stored drill record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// Snapshot id, hex.
+    pub snapshot: String,
+    /// When the drill started, RFC 3339.
+    pub time: String,
+    /// Host that ran it.
+    pub host: String,
+    /// Scratch server, without password.
+    pub scratch: String,
+    /// True when every database restored and matched.
+    pub passed: bool,
+    /// Wall-clock seconds of the whole drill.
+    pub duration_secs: f64,
+    /// Roles of the snapshot missing on the scratch server after the
+    /// globals were applied.
+    pub missing_roles: Vec<String>,
+    /// Per database.
+    pub databases: Vec<DrillDatabase>,
+    /// The error that stopped the drill, if one did.
+    pub error: Option<String>,
+}
+
+impl DrillRecord {
+    /// One line per problem, for the final error message.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(error) = &self.error {
+            out.push(error.clone());
+        }
+        for role in &self.missing_roles {
+            out.push(format!(
+                "role {role} is missing after restoring globals.sql"
+            ));
+        }
+        for db in &self.databases {
+            for difference in &db.differences {
+                out.push(format!("database {}: {difference}", db.name));
+            }
+            if db.amcheck.starts_with("failed") {
+                out.push(format!("database {}: pg_amcheck {}", db.name, db.amcheck));
+            }
+        }
+        out
+    }
+}
+
+/// Stores a drill record; returns its id.
+pub fn store_record(repository: &Repository, record: &DrillRecord) -> Result<Id> {
+    let body = serde_json::to_vec(record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let bytes = object::seal(&repository.keys, MAGIC, Domain::Drill, &body)?;
+    let id = Id::of_bytes(&bytes);
+    let path = format!("{DRILLS_PREFIX}{}", id.to_hex());
+    repository.storage.write(&path, bytes)?;
+    repository.storage.sync_dirs([path.as_str()])?;
+    Ok(id)
+}
+
+/// Opens one drill record, checking its name.
+pub fn decode_record(keys: &Keys, id: &Id, bytes: &[u8]) -> Result<DrillRecord> {
+    let name = format!("{DRILLS_PREFIX}{}", id.to_hex());
+    if Id::of_bytes(bytes) != *id {
+        return Err(Error::corrupt(
+            &name,
+            "content does not match its name (bit rot or tampering)",
+        ));
+    }
+    let body = object::open(keys, MAGIC, Domain::Drill, bytes, &name)?;
+    serde_json::from_slice(&body).map_err(|e| Error::corrupt(&name, format!("invalid JSON: {e}")))
+}
+
+/// Reads every drill record, oldest first. Unreadable records are
+/// reported by `cairn check` and skipped here with a warning.
+pub fn read_records(repository: &Repository) -> Result<Vec<(Id, DrillRecord)>> {
+    let mut records = Vec::new();
+    for object in repository.storage.list(DRILLS_PREFIX)? {
+        let path = object.path;
+        let Some(id) = path
+            .strip_prefix(DRILLS_PREFIX)
+            .and_then(|hex| Id::from_hex(hex).ok())
+        else {
+            continue;
+        };
+        let bytes = repository.storage.read(&path)?;
+        match decode_record(&repository.keys, &id, &bytes) {
+            Ok(record) => records.push((id, record)),
+            Err(e) => warn!(record = %path, error = %e, "skipping an unreadable drill record"),
+        }
+    }
+    records.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    Ok(records)
+}
+
+/// A scratch database name: unique, recognisable, at most 63 bytes.
+fn scratch_name(source: &str) -> String {
+    let clean: String = source
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(30)
+        .collect();
+    format!("cairn_drill_{}_{clean}", crate::repo::random_hex(6))
+}
+
+/// Runs a drill of snapshot `id`. The record is stored whether the drill
+/// passes or not; a failed drill returns [`Error::DrillFailed`] after that.
+pub fn drill(
+    repository: &Repository,
+    id: &Id,
+    snapshot: &Snapshot,
+    options: &DrillOptions,
+    progress: &dyn RestoreProgress,
+) -> Result<DrillRecord> {
+    let started = Instant::now();
+    let meta = pg_meta(id, snapshot)?;
+    let selected: Vec<&PgDatabase> = if options.databases.is_empty() {
+        meta.databases.iter().collect()
+    } else {
+        options
+            .databases
+            .iter()
+            .map(|name| find_database(meta, name))
+            .collect::<Result<_>>()?
+    };
+    let tools = restore::restore_tools(options.pg_bin.as_deref(), meta)?;
+    let maintenance = options.scratch.database().unwrap_or("postgres").to_string();
+    let mut session = Session::connect(&tools, &options.scratch, &maintenance)?;
+    #[derive(Deserialize)]
+    struct Scratch {
+        system_identifier: String,
+        databases: Vec<String>,
+    }
+    let scratch: Scratch = session.json(
+        "SELECT jsonb_build_object(\
+         'system_identifier', (SELECT system_identifier::text FROM pg_control_system()), \
+         'databases', (SELECT coalesce(jsonb_agg(datname), '[]') FROM pg_database))",
+    )?;
+    if scratch.system_identifier == meta.system_identifier {
+        let shared: Vec<&str> = meta
+            .databases
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|name| scratch.databases.iter().any(|d| d == name))
+            .collect();
+        if !shared.is_empty() {
+            return Err(Error::Invalid(format!(
+                "the scratch server is the server the snapshot was taken from (system identifier {}) and still holds its database(s) {}; a drill never runs beside production data. Give --scratch a separate server",
+                meta.system_identifier,
+                shared.join(", ")
+            )));
+        }
+    }
+    let mut record = DrillRecord {
+        snapshot: id.to_hex(),
+        time: snapshot::now_rfc3339(),
+        host: crate::host_name(),
+        scratch: options.scratch.display(),
+        passed: false,
+        duration_secs: 0.0,
+        missing_roles: Vec::new(),
+        databases: Vec::new(),
+        error: None,
+    };
+    let outcome = run_drill(
+        repository,
+        snapshot,
+        meta,
+        &selected,
+        &tools,
+        options,
+        &maintenance,
+        &mut session,
+        &mut record,
+        progress,
+    );
+    if !options.keep {
+        for db in &record.databases {
+            if let Err(e) = drop_database(&mut session, &db.scratch_name) {
+                warn!(database = %db.scratch_name, error = %e, "cannot drop a scratch database; drop it by hand");
+            }
+        }
+    }
+    let _ = session.close();
+    if let Err(e) = outcome {
+        record.error = Some(e.to_string());
+    }
+    record.duration_secs = started.elapsed().as_secs_f64();
+    record.passed = record.problems().is_empty();
+    let stored = store_record(repository, &record)?;
+    info!(record = %stored.short(), passed = record.passed, "drill record stored");
+    if !record.passed {
+        return Err(Error::DrillFailed(format!(
+            "restore drill of snapshot {} FAILED:\n  {}",
+            id.short(),
+            record.problems().join("\n  ")
+        )));
+    }
+    Ok(record)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_drill(
+    repository: &Repository,
+    snapshot: &Snapshot,
+    meta: &super::meta::PgSnapshot,
+    selected: &[&PgDatabase],
+    tools: &Tools,
+    options: &DrillOptions,
+    maintenance: &str,
+    session: &mut Session,
+    record: &mut DrillRecord,
+    progress: &dyn RestoreProgress,
+) -> Result<()> {
+    if meta.globals.is_some() {
+        let report = apply_globals(
+            repository,
+            snapshot,
+            meta,
+            tools,
+            &options.scratch,
+            maintenance,
+        )?;
+        info!(
+            created = report.created.len(),
+            kept = report.kept.len(),
+            "roles applied to the scratch server"
+        );
+    }
+    let present = evidence::roles(session)?;
+    record.missing_roles = meta
+        .roles
+        .iter()
+        .filter(|r| !present.contains(r))
+        .cloned()
+        .collect();
+    for source in selected {
+        let name = scratch_name(&source.name);
+        create_database(session, &name, source)?;
+        let mut result = DrillDatabase {
+            name: source.name.clone(),
+            scratch_name: name.clone(),
+            restore_secs: 0.0,
+            tables: 0,
+            rows: 0,
+            differences: Vec::new(),
+            amcheck: "skipped: not run".into(),
+            kept: options.keep,
+        };
+        let restore_started = Instant::now();
+        let loaded = restore::load(
+            repository,
+            snapshot,
+            source,
+            tools,
+            &options.scratch,
+            &name,
+            &[],
+            1,
+            &options.temp_dir,
+            progress,
+        );
+        result.restore_secs = restore_started.elapsed().as_secs_f64();
+        if let Err(e) = loaded {
+            result.differences.push(format!("the restore failed: {e}"));
+            record.databases.push(result);
+            continue;
+        }
+        let mut scratch = Session::connect(tools, &options.scratch, &name)?;
+        scratch.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        let found = evidence::collect(&mut scratch, source.evidence.checksums)?;
+        scratch.execute("COMMIT")?;
+        scratch.close()?;
+        result.tables = found.tables.len();
+        result.rows = found.tables.iter().map(|t| t.rows).sum();
+        result.differences = evidence::compare(&source.evidence, &found);
+        result.amcheck = if options.no_amcheck {
+            "skipped: --no-amcheck".into()
+        } else {
+            amcheck(tools, &options.scratch, &name)
+        };
+        info!(
+            database = %source.name,
+            tables = result.tables,
+            differences = result.differences.len(),
+            amcheck = %result.amcheck,
+            "database checked"
+        );
+        record.databases.push(result);
+    }
+    Ok(())
+}
+
+/// Runs pg_amcheck on a scratch database (heap and B-tree checks; the
+/// amcheck extension is installed in the scratch database if needed).
+fn amcheck(tools: &Tools, target: &Target, database: &str) -> String {
+    if !tools.has("pg_amcheck") {
+        return format!("skipped: no pg_amcheck in {}", tools.bin.display());
+    }
+    let result = restore::run_tool(
+        tools,
+        "pg_amcheck",
+        &[
+            "--no-password".into(),
+            "--install-missing".into(),
+            target.for_database(database),
+        ],
+        target,
+        None,
+        false,
+    );
+    match result {
+        Ok(_) => "passed".into(),
+        Err(e) => {
+            let text = e.to_string();
+            if text.contains("amcheck")
+                && (text.contains("not available")
+                    || text.contains("could not open extension control file"))
+            {
+                "skipped: the amcheck extension is not installed on the scratch server".into()
+            } else {
+                format!(
+                    "failed: {}",
+                    text.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+                )
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ mod faults;
 mod keys;
 mod operator;
 mod password;
+mod pg_server;
 mod postgres;
 mod producer;
 mod prune;

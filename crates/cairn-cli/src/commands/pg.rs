@@ -7,7 +7,7 @@ use cairn_core::backup::BackupOptions;
 use cairn_core::pg::Target;
 use cairn_core::pg::backup::{PgBackup, PgBackupOptions};
 use cairn_core::pg::drill::{DrillOptions, drill};
-use cairn_core::pg::restore::{PgRestoreOptions, list, restore};
+use cairn_core::pg::restore::{PgRestoreOptions, list, pg_meta, restore};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 
@@ -77,6 +77,7 @@ pub struct PgBackupArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     cairn pg restore latest --db app --to postgres://admin@db2/postgres --create --globals\n  \
+    cairn pg restore latest --all --create --globals   (a whole server; PGHOST names the new one)\n  \
     cairn pg restore 3f2a9c --db app --to postgres://admin@db2/app_copy --table public.orders\n  \
     cairn pg restore latest --db app --list\n\n\
 With --create, --to names the server (its database is used only to connect) and the new \
@@ -88,10 +89,15 @@ pub struct PgRestoreArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// Database of the snapshot to restore.
-    #[arg(long, value_name = "NAME")]
-    pub db: String,
-    /// Target: a postgres:// URL or key=value pairs [required unless --list].
-    #[arg(long, value_name = "URL", required_unless_present = "list")]
+    #[arg(long, value_name = "NAME", required_unless_present = "all")]
+    pub db: Option<String>,
+    /// Restore every database of the snapshot (needs --create); for a
+    /// server that was lost.
+    #[arg(long, conflicts_with_all = ["db", "rename", "list", "schema", "table"], requires = "create")]
+    pub all: bool,
+    /// Target: a postgres:// URL or key=value pairs [default: libpq's PGHOST,
+    /// PGPORT, PGUSER; with --create the database `postgres`].
+    #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// Create the database on the target, with the snapshot's encoding and locale.
     #[arg(long)]
@@ -230,73 +236,98 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "pg restore")?;
     let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    let databases: Vec<String> = match &args.db {
+        Some(db) => vec![db.clone()],
+        None => pg_meta(&id, &snapshot)?
+            .databases
+            .iter()
+            .map(|d| d.name.clone())
+            .collect(),
+    };
     if args.list {
-        return Ok(list(
-            &repository,
-            &id,
-            &snapshot,
-            &args.db,
-            args.pg_bin.as_deref(),
-        )?);
+        for db in &databases {
+            list(&repository, &id, &snapshot, db, args.pg_bin.as_deref())?;
+        }
+        return Ok(());
     }
     let temp_dir = args.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     if args.jobs > 1 && !global.json {
         eprintln!(
-            "cairn: --jobs {} needs a seekable file: the dump is first written to {} (size checked first) and removed afterwards",
+            "cairn: --jobs {} needs a seekable file: each dump is first written to {} (free space checked first) and removed afterwards",
             args.jobs,
             temp_dir.display()
         );
     }
-    let options = PgRestoreOptions {
-        database: args.db.clone(),
-        target: Target::parse(args.to.as_deref())?,
-        create: args.create,
-        rename: args.rename.clone(),
-        clean: args.clean,
-        globals: args.globals,
-        schemas: args.schema.clone(),
-        tables: args.table.clone(),
-        jobs: args.jobs,
-        temp_dir,
-        force_locale: args.force_locale,
-        overwrite_source: args.overwrite_source,
-        pg_bin: args.pg_bin.clone(),
-    };
-    let bar = Bar::new(
-        global.json,
-        None,
-        "{spinner} {elapsed_precise} restored {bytes} ({bytes_per_sec})",
-    );
-    let result = restore(&repository, &id, &snapshot, &options, &bar);
-    bar.finish();
-    let report = result?;
-    if global.json {
-        return super::print_json(&report);
-    }
-    if let Some(globals) = &report.globals {
-        crate::say!(
-            "roles: {} created, {} existed and were left unchanged{}",
-            globals.created.len(),
-            globals.kept.len(),
-            if globals.errors.is_empty() {
-                String::new()
+    let mut reports = Vec::new();
+    for (i, db) in databases.iter().enumerate() {
+        let options = PgRestoreOptions {
+            database: db.clone(),
+            target: Target::parse(args.to.as_deref())?,
+            create: args.create,
+            rename: args.rename.clone(),
+            clean: args.clean,
+            // Roles once, before the first database.
+            globals: args.globals && i == 0,
+            schemas: args.schema.clone(),
+            tables: args.table.clone(),
+            jobs: args.jobs,
+            temp_dir: temp_dir.clone(),
+            force_locale: args.force_locale,
+            overwrite_source: args.overwrite_source,
+            pg_bin: args.pg_bin.clone(),
+        };
+        let bar = Bar::new(
+            global.json,
+            None,
+            "{spinner} {elapsed_precise} restored {bytes} ({bytes_per_sec})",
+        );
+        let result = restore(&repository, &id, &snapshot, &options, &bar);
+        bar.finish();
+        let report = result.map_err(|e| {
+            let done: Vec<&str> = reports
+                .iter()
+                .map(|r: &cairn_core::pg::restore::PgRestoreReport| r.database.as_str())
+                .collect();
+            let context = if done.is_empty() {
+                format!("restoring database {db} failed")
             } else {
                 format!(
-                    ", {} statement(s) failed (see warnings)",
-                    globals.errors.len()
+                    "restoring database {db} failed after {} were restored",
+                    done.join(", ")
                 )
+            };
+            anyhow::Error::from(e).context(context)
+        })?;
+        if !global.json {
+            if let Some(globals) = &report.globals {
+                crate::say!(
+                    "roles: {} created, {} existed and were left unchanged{}",
+                    globals.created.len(),
+                    globals.kept.len(),
+                    if globals.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", {} statement(s) failed (see warnings)",
+                            globals.errors.len()
+                        )
+                    }
+                );
             }
-        );
+            crate::say!(
+                "restored database {db} of snapshot {} into {}{}: {} in {:.1} s",
+                id.short(),
+                report.database,
+                if report.created { " (created)" } else { "" },
+                HumanBytes(report.bytes),
+                report.duration_secs
+            );
+        }
+        reports.push(report);
     }
-    crate::say!(
-        "restored database {} of snapshot {} into {}{}: {} in {:.1} s",
-        args.db,
-        id.short(),
-        report.database,
-        if report.created { " (created)" } else { "" },
-        HumanBytes(report.bytes),
-        report.duration_secs
-    );
+    if global.json {
+        return super::print_json(&reports);
+    }
     Ok(())
 }
 

@@ -58,6 +58,9 @@ struct ServerRow {
 
 #[derive(Deserialize)]
 struct DatabaseRow {
+    owner: Option<String>,
+    grants: Option<Vec<super::meta::DatabaseGrant>>,
+    settings: Vec<super::meta::DatabaseSettings>,
     encoding: String,
     collate: String,
     ctype: String,
@@ -71,9 +74,11 @@ enum Step {
     Database(String),
 }
 
-/// A database being dumped: the evidence thread and what is known so far.
+/// A database being dumped: the session holding the exported snapshot, the
+/// evidence thread and what is known so far.
 struct Running {
     record: PgDatabase,
+    exporter: Session,
     group: i32,
     thread: JoinHandle<Result<(Session, Evidence)>>,
 }
@@ -229,6 +234,16 @@ impl PgBackup {
                  'collate', d.datcollate, 'ctype', d.datctype, 'size', pg_database_size(d.oid), \
                  'lsn', (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
                    ELSE pg_current_wal_lsn() END)::text, \
+                 'owner', pg_get_userbyid(d.datdba), \
+                 'grants', CASE WHEN d.datacl IS NULL THEN NULL ELSE \
+                   (SELECT coalesce(jsonb_agg(jsonb_build_object(\
+                     'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, \
+                     'privilege', a.privilege_type, 'grantable', a.is_grantable)), '[]') \
+                    FROM aclexplode(d.datacl) a) END, \
+                 'settings', (SELECT coalesce(jsonb_agg(jsonb_build_object(\
+                   'role', CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, \
+                   'settings', to_jsonb(s.setconfig))), '[]') \
+                   FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), \
                  'row', to_jsonb(d) - 'datacl') \
                  FROM pg_database d WHERE d.datname = current_database()",
             )
@@ -248,6 +263,9 @@ impl PgBackup {
             ctype: row.ctype,
             locale_provider: text_field("datlocprovider"),
             icu_locale: text_field("daticulocale").or_else(|| text_field("datlocale")),
+            owner: row.owner,
+            grants: row.grants,
+            settings: row.settings,
             size_bytes: row.size,
             wal_lsn: row.lsn,
             started,
@@ -263,19 +281,31 @@ impl PgBackup {
             "-d".into(),
             self.target.for_database(name),
         ];
+        // The evidence gets its own session on the same snapshot: if one
+        // of its queries fails, psql ends that session, and the exporting
+        // transaction that pg_dump depends on must outlive it.
+        let mut evidence_session = Session::connect(&self.tools, &self.target, name)
+            .map_err(|e| failed(format!("cannot connect to database {name}: {e}")))?;
+        evidence_session
+            .execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                super::quote_literal(&snapshot_id)
+            ))
+            .map_err(failed)?;
         let mut producer = Producer::spawn_with_env(&argv, &self.target.env())?;
         let reader = producer
             .take_stdout()
             .ok_or_else(|| Error::Producer("pg_dump's stdout is not available".into()))?;
         let checksums = self.checksums;
-        let group = session.process_group();
+        let group = evidence_session.process_group();
         let thread = std::thread::spawn(move || {
-            let evidence = evidence::collect(&mut session, checksums)?;
-            Ok((session, evidence))
+            let evidence = evidence::collect(&mut evidence_session, checksums)?;
+            Ok((evidence_session, evidence))
         });
         let entry = record.entry.clone();
         self.running = Some(Running {
             record,
+            exporter: session,
             group,
             thread,
         });
@@ -365,7 +395,10 @@ impl Sources for PgBackup {
             return Ok(());
         };
         let Running {
-            mut record, thread, ..
+            mut record,
+            thread,
+            exporter,
+            ..
         } = running;
         let (session, evidence) = thread
             .join()
@@ -376,9 +409,10 @@ impl Sources for PgBackup {
                     record.name
                 ))
             })?;
-        let mut session = session;
-        session.execute("COMMIT").map_err(failed)?;
-        session.close().map_err(failed)?;
+        for mut session in [session, exporter] {
+            session.execute("COMMIT").map_err(failed)?;
+            session.close().map_err(failed)?;
+        }
         record.evidence = evidence;
         record.finished = snapshot::now_rfc3339();
         info!(

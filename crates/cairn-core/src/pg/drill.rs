@@ -311,6 +311,7 @@ fn run_drill(
     for source in selected {
         let name = scratch_name(&source.name);
         create_database(session, &name, source)?;
+        restore::apply_database_properties(tools, &options.scratch, maintenance, &name, source)?;
         let mut result = DrillDatabase {
             name: source.name.clone(),
             scratch_name: name.clone(),

@@ -61,6 +61,17 @@ pub struct PgDatabase {
     /// ICU locale, when the provider is ICU.
     #[serde(default)]
     pub icu_locale: Option<String>,
+    /// Owner of the database.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Privileges granted on the database; `None` for the default
+    /// privileges.
+    #[serde(default)]
+    pub grants: Option<Vec<DatabaseGrant>>,
+    /// `ALTER DATABASE ... SET` and `ALTER ROLE ... IN DATABASE ... SET`
+    /// settings.
+    #[serde(default)]
+    pub settings: Vec<DatabaseSettings>,
     /// `pg_database_size` at backup time.
     pub size_bytes: u64,
     /// WAL position when the snapshot was exported.
@@ -71,6 +82,26 @@ pub struct PgDatabase {
     pub finished: String,
     /// Evidence recorded in the dump's own snapshot.
     pub evidence: Evidence,
+}
+
+/// One privilege on a database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseGrant {
+    /// Role name, or `PUBLIC`.
+    pub grantee: String,
+    /// `CONNECT`, `CREATE` or `TEMPORARY`.
+    pub privilege: String,
+    /// Granted `WITH GRANT OPTION`.
+    pub grantable: bool,
+}
+
+/// Settings of a database, for all roles or for one role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    /// The role they apply to; `None` for every role.
+    pub role: Option<String>,
+    /// `name=value` items, as `pg_db_role_setting` stores them.
+    pub settings: Vec<String>,
 }
 
 /// Facts about a database's contents, recorded in one MVCC snapshot.

@@ -160,6 +160,111 @@ pub fn create_database(session: &mut Session, name: &str, source: &PgDatabase) -
     })
 }
 
+/// Settings whose value is a list: pg_db_role_setting stores them with
+/// their elements already quoted, so they are passed on verbatim.
+const LIST_SETTINGS: [&str; 5] = [
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "default_text_search_config",
+];
+
+/// Gives a database created by cairn the source's owner, privileges and
+/// settings, which pg_dump stores only for `pg_restore --create`. Returns a
+/// warning for each statement that failed (a role missing on the target).
+pub fn apply_database_properties(
+    tools: &Tools,
+    target: &Target,
+    maintenance_db: &str,
+    name: &str,
+    source: &PgDatabase,
+) -> Result<Vec<String>> {
+    let database = quote_ident(name);
+    let mut statements = Vec::new();
+    if let Some(owner) = &source.owner {
+        statements.push(format!(
+            "ALTER DATABASE {database} OWNER TO {}",
+            quote_ident(owner)
+        ));
+    }
+    if let Some(grants) = &source.grants {
+        statements.push(format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"));
+        for grant in grants {
+            let grantee = if grant.grantee == "PUBLIC" {
+                "PUBLIC".to_string()
+            } else {
+                quote_ident(&grant.grantee)
+            };
+            statements.push(format!(
+                "GRANT {} ON DATABASE {database} TO {grantee}{}",
+                grant.privilege,
+                if grant.grantable {
+                    " WITH GRANT OPTION"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    for group in &source.settings {
+        for item in &group.settings {
+            let Some((key, value)) = item.split_once('=') else {
+                continue;
+            };
+            let value = if LIST_SETTINGS.contains(&key) {
+                value.to_string()
+            } else {
+                quote_literal(value)
+            };
+            statements.push(match &group.role {
+                None => format!(
+                    "ALTER DATABASE {database} SET {} TO {value}",
+                    quote_ident(key)
+                ),
+                Some(role) => format!(
+                    "ALTER ROLE {} IN DATABASE {database} SET {} TO {value}",
+                    quote_ident(role),
+                    quote_ident(key)
+                ),
+            });
+        }
+    }
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One psql without ON_ERROR_STOP: a role missing on the target fails
+    // its statement and the others still run.
+    let script: String = statements.iter().map(|s| format!("{s};\n")).collect();
+    let stderr = run_tool(
+        tools,
+        "psql",
+        &[
+            "-X".into(),
+            "-q".into(),
+            "-w".into(),
+            "-d".into(),
+            target.for_database(maintenance_db),
+        ],
+        target,
+        Some(&mut |stdin: &mut (dyn Write + Send)| {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| Error::io("writing database properties to psql", e))
+        }),
+        false,
+    )?;
+    let warnings: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_string)
+        .collect();
+    for warning in &warnings {
+        warn!(database = name, error = %warning, "cannot restore a database property");
+    }
+    Ok(warnings)
+}
+
 /// Drops a database cairn created.
 pub fn drop_database(session: &mut Session, name: &str) -> Result<()> {
     session.execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(name)))
@@ -501,16 +606,47 @@ pub fn restore(
         })?;
         (database.to_string(), database.to_string())
     };
-    let mut session = Session::connect(&tools, &options.target, &connect_db)?;
+    let mut session = match Session::connect(&tools, &options.target, &connect_db) {
+        Ok(session) => session,
+        Err(e) if !options.create && e.to_string().contains("does not exist") => {
+            return Err(Error::Invalid(format!(
+                "database {connect_db} does not exist on the target ({e}); pass --create to create it with the snapshot's encoding and locale"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let server = identify(&mut session)?;
     if server.system_identifier == meta.system_identifier
         && database == source.name
+        && server.databases.contains(&database)
         && !options.overwrite_source
     {
         return Err(Error::Invalid(format!(
             "database {database} on this server is the one the snapshot was taken from (same system identifier {}); restoring into it would overwrite the source. Restore under another name (--create --as {}_restored), or pass --overwrite-source if that is really what you want",
             meta.system_identifier, source.name
         )));
+    }
+    // Check the target before changing anything on the server.
+    let exists = server.databases.contains(&database);
+    if !exists && !options.create {
+        return Err(Error::Invalid(format!(
+            "database {database} does not exist on the target; pass --create to create it with the snapshot's encoding and locale"
+        )));
+    }
+    if exists {
+        let mut target_session = if connect_db == database {
+            session
+        } else {
+            session.close()?;
+            Session::connect(&tools, &options.target, &database)?
+        };
+        check_existing_target(&mut target_session, &database, source, options)?;
+        target_session.close()?;
+        if options.create {
+            info!(database = %database, "the database exists and is empty: restoring into it");
+        }
+    } else {
+        session.close()?;
     }
     let globals = if options.globals {
         Some(apply_globals(
@@ -524,43 +660,12 @@ pub fn restore(
     } else {
         None
     };
-    if options.create {
-        if server.databases.contains(&database) {
-            return Err(Error::Invalid(format!(
-                "database {database} exists on the target; drop it first, restore into it without --create (with --clean to replace its objects), or pick another name with --as"
-            )));
-        }
+    let created = !exists;
+    if created {
+        let mut session = Session::connect(&tools, &options.target, &connect_db)?;
         create_database(&mut session, &database, source)?;
         session.close()?;
-    } else {
-        let target_row: TargetDatabase = session.json(
-            "SELECT jsonb_build_object('encoding', pg_encoding_to_char(d.encoding), \
-             'collate', d.datcollate, 'ctype', d.datctype, \
-             'relations', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-               WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' AND c.relkind IN ('r','p','v','m','S','f'))) \
-             FROM pg_database d WHERE d.datname = current_database()",
-        )?;
-        session.close()?;
-        let same = (&target_row.encoding, &target_row.collate, &target_row.ctype)
-            == (&source.encoding, &source.collate, &source.ctype);
-        if !same && !options.force_locale {
-            return Err(Error::Invalid(format!(
-                "database {database} has encoding {} and locale {}/{}, but the snapshot's {} had {} and {}/{}; text may be converted or sorted differently. Restore into a new database with --create (it gets the snapshot's settings), or pass --force-locale",
-                target_row.encoding,
-                target_row.collate,
-                target_row.ctype,
-                source.name,
-                source.encoding,
-                source.collate,
-                source.ctype
-            )));
-        }
-        if target_row.relations > 0 && !options.clean {
-            return Err(Error::Invalid(format!(
-                "database {database} is not empty ({} tables, views or sequences); pass --clean to drop and recreate the objects in the dump, or restore into a new database with --create",
-                target_row.relations
-            )));
-        }
+        apply_database_properties(&tools, &options.target, &connect_db, &database, source)?;
     }
     let mut extra = Vec::new();
     if options.clean {
@@ -585,7 +690,7 @@ pub fn restore(
         progress,
     );
     if let Err(e) = loaded {
-        if options.create {
+        if created {
             warn!(database = %database, "the restore failed; the database cairn created is left for inspection: drop it before retrying");
         }
         return Err(e);
@@ -593,11 +698,49 @@ pub fn restore(
     let bytes = snapshot.entry(&source.entry).map(|e| e.size).unwrap_or(0);
     Ok(PgRestoreReport {
         database,
-        created: options.create,
+        created,
         globals,
         bytes,
         duration_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Rejects an existing target database whose encoding or locale differs
+/// from the source's, or that is not empty, unless the options allow it.
+fn check_existing_target(
+    session: &mut Session,
+    database: &str,
+    source: &PgDatabase,
+    options: &PgRestoreOptions,
+) -> Result<()> {
+    let target_row: TargetDatabase = session.json(
+        "SELECT jsonb_build_object('encoding', pg_encoding_to_char(d.encoding), \
+         'collate', d.datcollate, 'ctype', d.datctype, \
+         'relations', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' AND c.relkind IN ('r','p','v','m','S','f'))) \
+         FROM pg_database d WHERE d.datname = current_database()",
+    )?;
+    let same = (&target_row.encoding, &target_row.collate, &target_row.ctype)
+        == (&source.encoding, &source.collate, &source.ctype);
+    if !same && !options.force_locale {
+        return Err(Error::Invalid(format!(
+            "database {database} has encoding {} and locale {}/{}, but the snapshot's {} had {} and {}/{}; text may be converted or sorted differently. Restore into a new database with --create (it gets the snapshot's settings), or pass --force-locale",
+            target_row.encoding,
+            target_row.collate,
+            target_row.ctype,
+            source.name,
+            source.encoding,
+            source.collate,
+            source.ctype
+        )));
+    }
+    if target_row.relations > 0 && !options.clean {
+        return Err(Error::Invalid(format!(
+            "database {database} exists and is not empty ({} tables, views or sequences); pass --clean to drop and recreate the objects in the dump, or restore under another name with --create --as NAME",
+            target_row.relations
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

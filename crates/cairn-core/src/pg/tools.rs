@@ -129,11 +129,12 @@ fn probe(dir: &Path, program: &str) -> Option<Tools> {
 pub fn parse_major(line: &str) -> Option<u32> {
     let number = line.split(") ").nth(1)?.split_whitespace().next()?;
     let mut parts = number.split('.');
-    let first: u32 = parts
+    let digits: String = parts
         .next()?
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .ok()?;
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let first: u32 = digits.parse().ok()?;
     if first < 10 {
         let second: u32 = parts.next()?.parse().ok()?;
         return Some(first * 100 + second);

@@ -118,6 +118,13 @@ impl Repository {
 
         let snapshots = self.read_all_snapshots(&mut report)?;
         report.snapshots = snapshots.len();
+        for (object, message) in crate::pg::drill::check_records(self)? {
+            report.problems.push(Problem {
+                object,
+                message,
+                snapshots: Vec::new(),
+            });
+        }
         let packs = self.index.packs()?;
         report.packs = packs.len();
 

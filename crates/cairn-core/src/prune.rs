@@ -67,6 +67,8 @@ pub struct PruneReport {
     pub bytes_after: u64,
     /// Index objects replaced by the new index.
     pub index_objects_replaced: usize,
+    /// Drill records of snapshots that no longer exist, deleted.
+    pub drill_records_deleted: usize,
     /// Wall-clock seconds.
     pub duration_secs: f64,
 }
@@ -261,6 +263,12 @@ impl Repository {
         for name in doomed {
             self.storage.delete(&pack::pack_path(&name))?;
             failpoint::hit("prune.pack_deleted");
+        }
+
+        // Step 9: drill records of forgotten snapshots.
+        for path in crate::pg::drill::orphan_records(self)? {
+            self.storage.delete(&path)?;
+            report.drill_records_deleted += 1;
         }
         drop(lock);
 

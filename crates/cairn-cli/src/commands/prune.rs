@@ -48,6 +48,12 @@ fn print_report(report: &PruneReport) -> Result<()> {
         HumanBytes(report.bytes_repacked),
         report.unindexed_packs_deleted
     );
+    if report.drill_records_deleted > 0 {
+        crate::say!(
+            "{} drill record(s) of forgotten snapshots deleted",
+            report.drill_records_deleted
+        );
+    }
     crate::say!(
         "repository {} {} after ({} freed) in {:.1} s",
         if report.dry_run { "would be" } else { "is" },

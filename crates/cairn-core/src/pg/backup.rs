@@ -27,7 +27,7 @@ use crate::snapshot::{self, Snapshot};
 /// Entry name of the roles and other cluster-wide objects.
 pub const GLOBALS_ENTRY: &str = "globals.sql";
 
-/// What to back up.
+/// Server, databases and options of a PostgreSQL backup.
 #[derive(Debug, Clone)]
 pub struct PgBackupOptions {
     /// The server.
@@ -181,7 +181,7 @@ impl PgBackup {
             .collect()
     }
 
-    /// The pg_dump in use, for messages.
+    /// Returns the `--version` line of the pg_dump in use.
     pub fn pg_dump_version(&self) -> &str {
         &self.tools.version
     }

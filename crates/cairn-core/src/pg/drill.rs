@@ -92,7 +92,7 @@ pub struct DrillRecord {
 }
 
 impl DrillRecord {
-    /// One line per problem, for the final error message.
+    /// Lists one line per problem, for the final error message.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(error) = &self.error {
@@ -161,7 +161,59 @@ pub fn read_records(repository: &Repository) -> Result<Vec<(Id, DrillRecord)>> {
     Ok(records)
 }
 
-/// A scratch database name: unique, recognisable, at most 63 bytes.
+/// Paths of drill records whose snapshot no longer exists. Unreadable
+/// records are left for `cairn check` to report.
+pub(crate) fn orphan_records(repository: &Repository) -> Result<Vec<String>> {
+    let snapshots: std::collections::HashSet<String> = repository
+        .storage
+        .list("snapshots/")?
+        .into_iter()
+        .filter_map(|o| o.path.strip_prefix("snapshots/").map(str::to_string))
+        .collect();
+    let mut orphans = Vec::new();
+    for object in repository.storage.list(DRILLS_PREFIX)? {
+        let Some(id) = object
+            .path
+            .strip_prefix(DRILLS_PREFIX)
+            .and_then(|hex| Id::from_hex(hex).ok())
+        else {
+            continue;
+        };
+        let bytes = repository.storage.read(&object.path)?;
+        if let Ok(record) = decode_record(&repository.keys, &id, &bytes)
+            && !snapshots.contains(&record.snapshot)
+        {
+            orphans.push(object.path);
+        }
+    }
+    Ok(orphans)
+}
+
+/// Checks every drill record; returns `(path, problem)` for each that
+/// cannot be read or verified.
+pub(crate) fn check_records(repository: &Repository) -> Result<Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    for object in repository.storage.list(DRILLS_PREFIX)? {
+        let Some(id) = object
+            .path
+            .strip_prefix(DRILLS_PREFIX)
+            .and_then(|hex| Id::from_hex(hex).ok())
+        else {
+            problems.push((object.path, "object name is not a drill record id".into()));
+            continue;
+        };
+        let checked = repository
+            .storage
+            .read(&object.path)
+            .and_then(|bytes| decode_record(&repository.keys, &id, &bytes));
+        if let Err(e) = checked {
+            problems.push((object.path, e.to_string()));
+        }
+    }
+    Ok(problems)
+}
+
+/// Returns a scratch database name: unique, recognisable, at most 63 bytes.
 fn scratch_name(source: &str) -> String {
     let clean: String = source
         .chars()

@@ -80,7 +80,8 @@ pub struct PgRestoreReport {
     pub duration_secs: f64,
 }
 
-/// The PostgreSQL metadata of a snapshot, or a clear error.
+/// Returns the PostgreSQL metadata of a snapshot, or an error that says how
+/// to restore a snapshot without it.
 pub fn pg_meta<'a>(id: &Id, snapshot: &'a Snapshot) -> Result<&'a PgSnapshot> {
     snapshot.postgres.as_ref().ok_or_else(|| {
         Error::Invalid(format!(
@@ -90,7 +91,7 @@ pub fn pg_meta<'a>(id: &Id, snapshot: &'a Snapshot) -> Result<&'a PgSnapshot> {
     })
 }
 
-/// One database of a snapshot, or a clear error listing the others.
+/// Finds one database of a snapshot; the error lists the others.
 pub fn find_database<'a>(meta: &'a PgSnapshot, name: &str) -> Result<&'a PgDatabase> {
     meta.databases
         .iter()
@@ -107,7 +108,7 @@ pub fn find_database<'a>(meta: &'a PgSnapshot, name: &str) -> Result<&'a PgDatab
         })
 }
 
-/// A pg_restore able to read the snapshot's archives.
+/// Finds a pg_restore able to read the snapshot's archives.
 pub fn restore_tools(pg_bin: Option<&Path>, meta: &PgSnapshot) -> Result<Tools> {
     Tools::find(
         pg_bin,
@@ -126,7 +127,7 @@ struct ServerIdentity {
     databases: Vec<String>,
 }
 
-/// The server's system identifier and its databases.
+/// Queries the server's system identifier and its databases.
 fn identify(session: &mut Session) -> Result<ServerIdentity> {
     session.json(
         "SELECT jsonb_build_object(\
@@ -348,8 +349,8 @@ pub fn apply_globals(
     Ok(report)
 }
 
-/// The role a `CREATE ROLE`, `ALTER ROLE` or role-membership `GRANT ... TO`
-/// line of pg_dumpall's output is about.
+/// Returns the role that a `CREATE ROLE`, `ALTER ROLE` or role-membership
+/// `GRANT ... TO` line of pg_dumpall's output is about.
 fn role_statement(line: &str) -> Option<String> {
     if let Some(rest) = line
         .strip_prefix("CREATE ROLE ")

@@ -29,7 +29,7 @@ impl Tools {
         self.bin.join(name)
     }
 
-    /// Whether the folder has `name`.
+    /// Returns whether the folder has `name`.
     pub fn has(&self, name: &str) -> bool {
         self.program(name).is_file()
     }

@@ -109,6 +109,10 @@ pub struct DatabaseSettings {
 pub struct Evidence {
     /// Whether table checksums were computed.
     pub checksums: bool,
+    /// How they were computed; checksums made by different methods are not
+    /// compared.
+    #[serde(default)]
+    pub checksum_method: String,
     /// Ordinary tables (and partitions) outside system schemas.
     pub tables: Vec<TableEvidence>,
     /// Schemas outside the system ones.
@@ -136,8 +140,8 @@ pub struct TableEvidence {
     pub name: String,
     /// Row count.
     pub rows: u64,
-    /// Order-independent checksum of the rows: the sum of the first 64 bits
-    /// of md5 over each row's text form, as a decimal.
+    /// Order-independent checksum of the rows: the sum of a 64-bit hash of
+    /// each row's text form, as a decimal.
     #[serde(default)]
     pub checksum: Option<String>,
     /// Row-level security enabled.

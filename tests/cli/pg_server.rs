@@ -23,6 +23,7 @@ CREATE ROLE app_owner NOLOGIN;
 CREATE ROLE tenant_user LOGIN PASSWORD 'tenant-secret';
 CREATE ROLE limited LOGIN;
 CREATE ROLE rls_reader LOGIN;
+CREATE ROLE backup_ro LOGIN BYPASSRLS IN ROLE pg_read_all_data;
 CREATE DATABASE app OWNER app_owner;
 CREATE DATABASE billing;
 CREATE DATABASE legacy ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
@@ -706,6 +707,36 @@ fn pg_backup_failures_leave_no_snapshot() {
     // The same server backs up fine afterwards.
     pg_backup(&repo, &["app", "--connection", &superuser]);
     assert_eq!(repo.snapshots().len(), 1);
+
+    // A role that reads all data but is not a superuser gets roles
+    // without passwords, and a warning.
+    let output = repo
+        .run(&[
+            "pg",
+            "backup",
+            "legacy",
+            "--connection",
+            &conninfo(&source, "backup_ro"),
+        ])
+        .expect_success("backup as a role that is not a superuser");
+    assert!(
+        output.stderr.contains("not a superuser"),
+        "{}",
+        output.stderr
+    );
+    let snapshots = repo.snapshots();
+    let globals = &snapshots[1]["postgres"]["globals"];
+    assert_eq!(globals["complete"], Value::Bool(false), "{globals}");
+    let script = repo.restore_stdout(&format!(
+        "{}:globals.sql",
+        string_field(&snapshots[1], "id")
+    ));
+    let script = String::from_utf8_lossy(&script);
+    assert!(script.contains("CREATE ROLE tenant_user"), "{script}");
+    assert!(
+        !script.contains("SCRAM-SHA-256"),
+        "a password hash leaked into a roles-only dump"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+mod audit;
 mod commands;
 mod password;
 mod progress;
@@ -100,6 +101,32 @@ pub enum Command {
     Key(commands::key::KeyArgs),
     /// PostgreSQL: back up a server, restore a database, run restore drills.
     Pg(commands::pg::PgArgs),
+    /// List the audit trail: who did what to the repository, and when.
+    Audit(commands::audit::AuditArgs),
+}
+
+/// Name of a command in the audit trail; `None` for commands that only list
+/// (snapshots, stats, audit) or create a repository.
+fn audit_name(command: &Command) -> Option<String> {
+    let name = match command {
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
+        Command::Check(_) => "check",
+        Command::Forget(_) => "forget",
+        Command::Prune(_) => "prune",
+        Command::Unlock(_) => "unlock",
+        Command::Repair(_) => "repair",
+        Command::Key(_) => "key",
+        Command::Pg(args) => match args.command {
+            commands::pg::PgCommand::Backup(_) => "pg backup",
+            commands::pg::PgCommand::Restore(_) => "pg restore",
+            commands::pg::PgCommand::Verify(_) => "pg verify",
+        },
+        Command::Init(_) | Command::Snapshots(_) | Command::Stats(_) | Command::Audit(_) => {
+            return None;
+        }
+    };
+    Some(name.to_string())
 }
 
 fn init_logging(verbose: u8) {
@@ -202,7 +229,15 @@ fn main() -> ExitCode {
         Command::Repair(args) => commands::repair::run(&cli.global, args),
         Command::Key(args) => commands::key::run(&cli.global, args),
         Command::Pg(args) => commands::pg::run(&cli.global, args),
+        Command::Audit(args) => commands::audit::run(&cli.global, args),
     };
+    if let Some(name) = audit_name(&cli.command) {
+        let (code, error) = match &result {
+            Ok(()) => (EXIT_OK, None),
+            Err(error) => (exit_code(error), Some(format!("{error:#}"))),
+        };
+        audit::finish(&name, code, error);
+    }
     match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         // A listing piped into `head` is not a failure. A restore whose

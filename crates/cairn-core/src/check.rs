@@ -118,7 +118,9 @@ impl Repository {
 
         let snapshots = self.read_all_snapshots(&mut report)?;
         report.snapshots = snapshots.len();
-        for (object, message) in crate::pg::drill::check_records(self)? {
+        let audit = crate::audit::check(self)?;
+        let drills = crate::pg::drill::check_records(self)?;
+        for (object, message) in audit.into_iter().chain(drills) {
             report.problems.push(Problem {
                 object,
                 message,

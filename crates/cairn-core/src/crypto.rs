@@ -57,6 +57,8 @@ pub enum Domain {
     KeyObject,
     /// A restore drill record.
     Drill,
+    /// An audit record.
+    Audit,
 }
 
 impl Domain {
@@ -71,6 +73,7 @@ impl Domain {
             Domain::Lock => b"cairn/lock",
             Domain::KeyObject => b"cairn/key",
             Domain::Drill => b"cairn/drill",
+            Domain::Audit => b"cairn/audit",
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::snapshot::{self, Snapshot};
 use crate::storage::Storage;
 
 /// Version of the SQLite schema; a different stored version means rebuild.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,6 +45,7 @@ CREATE TABLE blobs(
 ) WITHOUT ROWID;
 CREATE INDEX blobs_by_pack ON blobs(pack);
 CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, manifest TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE audit(id BLOB PRIMARY KEY, time TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 /// Pack and position of a readable blob.
@@ -289,6 +290,7 @@ impl Index {
         }
         report.missing_packs = self.refresh_pack_presence(storage)?;
         self.sync_snapshots(storage, keys)?;
+        self.sync_audit(storage, keys)?;
         debug!(
             loaded = report.loaded,
             rebuilt = report.rebuilt,
@@ -412,6 +414,85 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// Loads audit records new in the backend. Records that vanished from
+    /// the backend stay, so that `cairn check` can report their deletion.
+    fn sync_audit(&mut self, storage: &Storage, keys: &Keys) -> Result<()> {
+        let local: HashSet<Id> = self
+            .audit_records()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for object in storage.list(crate::audit::AUDIT_PREFIX)? {
+            let Some(id) = object
+                .path
+                .strip_prefix(crate::audit::AUDIT_PREFIX)
+                .and_then(|n| Id::from_hex(n).ok())
+            else {
+                continue;
+            };
+            if local.contains(&id) {
+                continue;
+            }
+            match storage
+                .read(&object.path)
+                .and_then(|bytes| crate::audit::decode(keys, &id, &bytes))
+            {
+                Ok(record) => self.insert_audit(&id, &record)?,
+                Err(e) => {
+                    warn!(object = %object.path, error = %e, "skipping unreadable audit record; run `cairn check`")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an audit record.
+    pub fn insert_audit(&mut self, id: &Id, record: &crate::audit::AuditRecord) -> Result<()> {
+        let text = serde_json::to_string(record).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO audit(id, time, record) VALUES (?1, ?2, ?3)",
+                params![&id.0[..], record.time, text],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Returns every audit record this index has seen, oldest first.
+    pub fn audit_records(&self) -> Result<Vec<(Id, crate::audit::AuditRecord)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, record FROM audit ORDER BY time, id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row.map_err(self.err())?;
+            let id = Id::from_slice(&id).unwrap_or_default();
+            let record = serde_json::from_str(&text)
+                .map_err(|e| Error::corrupt(self.path.display().to_string(), e.to_string()))?;
+            out.push((id, record));
+        }
+        Ok(out)
+    }
+
+    /// Returns the newest audit record's id.
+    pub fn audit_head(&self) -> Result<Option<Id>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM audit ORDER BY time DESC, id DESC LIMIT 1",
+                [],
+                |row| row.get::<_, Vec<u8>>(0),
+            )
+            .optional()
+            .map_err(self.err())
+            .map(|id| id.and_then(|id| Id::from_slice(&id)))
     }
 
     fn snapshot_ids(&self) -> Result<Vec<Id>> {

@@ -15,6 +15,7 @@
 //! Limits: one repository-wide data key (tenant keys are reserved in the blob
 //! format but not implemented); only the local filesystem backend is built.
 
+pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod chunker;

@@ -148,6 +148,7 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     let result = repository.backup(sources, &options, &bar);
     bar.finish();
     let summary = result?;
+    crate::audit::note_snapshot(&summary.snapshot);
     if global.json {
         return super::print_json(&summary);
     }

@@ -241,6 +241,9 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     }
     if !args.dry_run && !removed.is_empty() {
         repository.forget(&removed)?;
+        for id in &removed {
+            crate::audit::note_snapshot(&id.to_hex());
+        }
     }
     if global.json {
         let mut value = serde_json::to_value(report(&plan, args, &tz, &tz_name, now))?;

@@ -1,5 +1,6 @@
 //! One module per subcommand: its clap arguments and its `run`.
 
+pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod forget;
@@ -67,6 +68,7 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
                     .unwrap_or_default()
             )
         })?;
+    crate::audit::register(&repository, cache);
     Ok(repository)
 }
 

@@ -205,6 +205,7 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
     let result = repository.backup_sources(&mut sources, &backup_options, &bar);
     bar.finish();
     let summary = result?;
+    crate::audit::note_snapshot(&summary.snapshot);
     if global.json {
         return super::print_json(&summary);
     }
@@ -236,6 +237,7 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "pg restore")?;
     let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    crate::audit::note_snapshot(&id.to_hex());
     let databases: Vec<String> = match &args.db {
         Some(db) => vec![db.clone()],
         None => pg_meta(&id, &snapshot)?
@@ -335,6 +337,7 @@ fn run_verify(global: &GlobalArgs, args: &PgVerifyArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "pg verify")?;
     let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    crate::audit::note_snapshot(&id.to_hex());
     let options = DrillOptions {
         scratch: Target::parse(Some(&args.scratch))?,
         keep: args.keep,

@@ -79,6 +79,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         ("latest", Some(entry)) => repository.find_latest_with_entry(entry)?,
         _ => repository.find_snapshot(snapshot_ref)?,
     };
+    crate::audit::note_snapshot(&id.to_hex());
     let entry = repository.select_entry(&id, &snapshot, entry_name)?;
     let bar = Bar::new(
         global.json || args.stdout,

@@ -468,6 +468,25 @@ fn pg_drill_names_table_that_differs() {
         &["app", "--connection", &conninfo(&source, "postgres")],
     );
 
+    // A scratch role that is not a superuser is rejected before anything
+    // is written.
+    let weak_scratch = Cluster::start();
+    weak_scratch.run_script("postgres", "CREATE ROLE drill LOGIN CREATEDB;");
+    let weak = repo.run(&[
+        "pg",
+        "verify",
+        "latest",
+        "--scratch",
+        &conninfo(&weak_scratch, "drill"),
+    ]);
+    assert_eq!(weak.code(), Some(2), "{}", weak.describe());
+    assert!(weak.stderr.contains("not a superuser"), "{}", weak.stderr);
+    assert!(
+        !repo.path.join("drills").exists(),
+        "a rejected drill left a record"
+    );
+    drop(weak_scratch);
+
     // The source server itself is never a scratch server.
     let refused = repo.run(&[
         "pg",
@@ -637,6 +656,22 @@ fn pg_backup_failures_leave_no_snapshot() {
         "old pg_dump",
     );
 
+    // Typing mistakes are invalid input (exit code 2), not a failed dump.
+    assert_backup_fails(
+        &repo,
+        &["--all", "--exclude", "appp", "--connection", &superuser],
+        2,
+        "--exclude appp",
+        "misspelt --exclude",
+    );
+    assert_backup_fails(
+        &repo,
+        &["app", "--connection", "hots=/tmp user=postgres"],
+        2,
+        "invalid connection option",
+        "misspelt connection option",
+    );
+
     // No server at that address.
     assert_backup_fails(
         &repo,
@@ -749,6 +784,27 @@ fn pg_restore_checks_target_first() {
     let server = conninfo(&target, "postgres");
     let to_database = |db: &str| format!("{server} dbname={db}");
 
+    // Without the roles, the restore fails with a hint, and the database
+    // created for it is dropped again.
+    let failed = repo.run(&[
+        "pg", "restore", "latest", "--db", "app", "--to", &server, "--create",
+    ]);
+    assert_eq!(failed.code(), Some(1), "{}", failed.describe());
+    assert!(failed.stderr.contains("add --globals"), "{}", failed.stderr);
+    assert_eq!(
+        target.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "0",
+        "the database of the failed restore was left behind"
+    );
+
+    // A plain backup in the same repository does not become `latest` for
+    // the PostgreSQL commands.
+    repo.run_input(&["backup", "--stdin", "--name", "notes.txt"], b"not a dump")
+        .expect_success("plain backup");
+
     // The table of contents, without a target.
     let listing = repo
         .run(&["pg", "restore", "latest", "--db", "app", "--list"])
@@ -775,6 +831,70 @@ fn pg_restore_checks_target_first() {
         "{}",
         refused.stderr
     );
+
+    // A forgotten --create: the maintenance database is not a target.
+    let slip = repo.run(&[
+        "pg",
+        "restore",
+        "latest",
+        "--db",
+        "app",
+        "--to",
+        &to_database("postgres"),
+    ]);
+    assert_eq!(slip.code(), Some(2), "{}", slip.describe());
+    assert!(slip.stderr.contains("add --create"), "{}", slip.stderr);
+
+    // A table that the snapshot does not have.
+    let unknown = repo.run(&[
+        "pg",
+        "restore",
+        "latest",
+        "--db",
+        "app",
+        "--to",
+        &server,
+        "--create",
+        "--as",
+        "x",
+        "--table",
+        "public.nosuch",
+    ]);
+    assert_eq!(unknown.code(), Some(2), "{}", unknown.describe());
+    assert!(
+        unknown.stderr.contains("no table public.nosuch"),
+        "{}",
+        unknown.stderr
+    );
+
+    // --all checks every target first: a non-empty billing stops it before
+    // app is restored.
+    target.run_script("postgres", "CREATE DATABASE billing; ");
+    target.run_script("billing", "CREATE TABLE occupied (id int);");
+    let all = repo.run(&[
+        "pg",
+        "restore",
+        "latest",
+        "--all",
+        "--create",
+        "--globals",
+        "--to",
+        &server,
+    ]);
+    assert_eq!(all.code(), Some(2), "{}", all.describe());
+    assert!(
+        all.stderr.contains("nothing was restored"),
+        "{}",
+        all.stderr
+    );
+    assert_eq!(
+        target.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app'"
+        ),
+        "0"
+    );
+    target.run_script("postgres", "DROP DATABASE billing;");
 
     // A target database that does not exist, without --create.
     let missing = repo.run(&[
@@ -878,7 +998,7 @@ fn pg_restore_checks_target_first() {
         "parallel restore",
     );
 
-    // Only one table.
+    // Only one table, named with its schema.
     repo.run(&[
         "pg",
         "restore",
@@ -891,7 +1011,7 @@ fn pg_restore_checks_target_first() {
         "--as",
         "billing_part",
         "--table",
-        "customers",
+        "public.customers",
     ])
     .expect_success("restore of one table");
     assert_eq!(
@@ -901,6 +1021,39 @@ fn pg_restore_checks_target_first() {
         ),
         "customers"
     );
+
+    // A damaged pack stops the restore with exit code 3, naming the pack,
+    // and nothing is committed.
+    let pack = crate::harness::files_under(&repo.path.join("data"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a pack");
+    let saved = std::fs::read(&pack).expect("read pack");
+    let mut damaged = saved.clone();
+    damaged[1000] ^= 0x55;
+    std::fs::write(&pack, &damaged).expect("damage pack");
+    let broken = repo.run(&[
+        "pg",
+        "restore",
+        "latest",
+        "--db",
+        "app",
+        "--to",
+        &server,
+        "--create",
+        "--as",
+        "app_damaged",
+    ]);
+    assert_eq!(broken.code(), Some(3), "{}", broken.describe());
+    assert!(broken.stderr.contains("data/"), "{}", broken.stderr);
+    assert_eq!(
+        target.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app_damaged'"
+        ),
+        "0"
+    );
+    std::fs::write(&pack, &saved).expect("repair pack");
 
     // The new database gets the snapshot's encoding and locale.
     repo.run(&[

@@ -105,6 +105,19 @@ pub enum Command {
     Audit(commands::audit::AuditArgs),
 }
 
+/// Commands whose output is a listing that may be piped into `head`.
+fn is_listing(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Snapshots(_)
+            | Command::Stats(_)
+            | Command::Audit(_)
+            | Command::Check(_)
+            | Command::Forget(_)
+            | Command::Key(_)
+    )
+}
+
 /// Name of a command in the audit trail; `None` for commands that only list
 /// (snapshots, stats, audit) or create a repository.
 fn audit_name(command: &Command) -> Option<String> {
@@ -242,9 +255,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(EXIT_OK),
         // A listing piped into `head` is not a failure. A restore whose
         // reader stopped early is a failure and prints a message below.
-        Err(error) if is_broken_pipe(&error) && !matches!(cli.command, Command::Restore(_)) => {
-            ExitCode::from(EXIT_OK)
-        }
+        Err(error) if is_broken_pipe(&error) && is_listing(&cli.command) => ExitCode::from(EXIT_OK),
         Err(error) => {
             let code = exit_code(&error);
             if error.downcast_ref::<Reported>().is_none() {

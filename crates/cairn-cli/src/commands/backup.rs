@@ -163,11 +163,11 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     );
     for entry in &summary.entries {
         crate::say!(
-            "  {}: {} in {} chunks, {} new",
+            "  {}: {} in {} chunk(s), {} new",
             entry.name,
             HumanBytes(entry.size),
             entry.chunks,
-            entry.new_chunks
+            HumanBytes(entry.new_bytes)
         );
     }
     Ok(())

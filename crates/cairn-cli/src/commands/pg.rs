@@ -190,7 +190,12 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
     let databases: Vec<String> = sources.databases().iter().map(|s| s.to_string()).collect();
     tracing::info!(databases = %databases.join(","), pg_dump = %sources.pg_dump_version(), "backing up");
     let mut command = vec!["cairn".to_string(), "pg".into(), "backup".into()];
-    command.extend(databases.iter().cloned());
+    if args.all {
+        command.push("--all".into());
+        command.extend(args.exclude.iter().map(|db| format!("--exclude={db}")));
+    } else {
+        command.extend(databases.iter().cloned());
+    }
     let backup_options = BackupOptions {
         tags: args.tags.clone(),
         command: Some(command),
@@ -220,14 +225,74 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
     );
     for entry in &summary.entries {
         crate::say!(
-            "  {}: {} in {} chunks, {} new",
+            "  {}: {} in {} chunk(s), {} new",
             entry.name,
             HumanBytes(entry.size),
             entry.chunks,
-            entry.new_chunks
+            HumanBytes(entry.new_bytes)
         );
     }
     Ok(())
+}
+
+/// Resolves a snapshot reference for a `cairn pg` command. `latest` is the
+/// newest intact snapshot made by `cairn pg backup` that has `database`;
+/// with `want_all`, preferably one made with `--all`.
+fn find_pg_snapshot(
+    repository: &cairn_core::Repository,
+    reference: &str,
+    database: Option<&str>,
+    want_all: bool,
+) -> Result<(cairn_core::Id, cairn_core::snapshot::Snapshot)> {
+    if reference != "latest" {
+        return Ok(repository.find_snapshot(reference)?);
+    }
+    let candidates: Vec<_> = repository
+        .index
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .filter(|(_, s)| s.damaged.is_none())
+        .filter(|(_, s)| {
+            s.postgres.as_ref().is_some_and(|meta| {
+                database.is_none_or(|db| meta.databases.iter().any(|d| d.name == db))
+            })
+        })
+        .collect();
+    if want_all {
+        if let Some(found) = candidates
+            .iter()
+            .find(|(_, s)| s.postgres.as_ref().is_some_and(|m| m.all))
+        {
+            return Ok(found.clone());
+        }
+        if let Some(found) = candidates.first() {
+            eprintln!(
+                "cairn: warning: no snapshot was made with `cairn pg backup --all`; using {}, the newest PostgreSQL snapshot, with database(s) {}",
+                found.0.short(),
+                found
+                    .1
+                    .postgres
+                    .as_ref()
+                    .map(|m| m
+                        .databases
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    candidates.into_iter().next().ok_or_else(|| {
+        cairn_core::Error::Invalid(match database {
+            Some(db) => format!(
+                "no intact snapshot made by `cairn pg backup` has database {db}; run `cairn snapshots` to list them"
+            ),
+            None => "no intact snapshot was made by `cairn pg backup`; run `cairn snapshots` to list them".into(),
+        })
+        .into()
+    })
 }
 
 fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
@@ -236,7 +301,8 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
     }
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "pg restore")?;
-    let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    let (id, snapshot) =
+        find_pg_snapshot(&repository, &args.snapshot, args.db.as_deref(), args.all)?;
     crate::audit::note_snapshot(&id.to_hex());
     let databases: Vec<String> = match &args.db {
         Some(db) => vec![db.clone()],
@@ -260,9 +326,8 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
             temp_dir.display()
         );
     }
-    let mut reports = Vec::new();
-    for (i, db) in databases.iter().enumerate() {
-        let options = PgRestoreOptions {
+    let options_for = |i: usize, db: &String| -> Result<PgRestoreOptions> {
+        Ok(PgRestoreOptions {
             database: db.clone(),
             target: Target::parse(args.to.as_deref())?,
             create: args.create,
@@ -277,13 +342,36 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
             force_locale: args.force_locale,
             overwrite_source: args.overwrite_source,
             pg_bin: args.pg_bin.clone(),
-        };
+        })
+    };
+    if databases.len() > 1 {
+        // Check every target before restoring any, so that a conflict found
+        // on the third database does not leave two restored.
+        for (i, db) in databases.iter().enumerate() {
+            restore(
+                &repository,
+                &id,
+                &snapshot,
+                &options_for(i, db)?,
+                true,
+                &cairn_core::restore::NoRestoreProgress,
+            )
+            .map_err(|e| {
+                anyhow::Error::from(e).context(format!(
+                    "database {db} cannot be restored; nothing was restored"
+                ))
+            })?;
+        }
+    }
+    let mut reports = Vec::new();
+    for (i, db) in databases.iter().enumerate() {
+        let options = options_for(i, db)?;
         let bar = Bar::new(
             global.json,
             None,
             "{spinner} {elapsed_precise} restored {bytes} ({bytes_per_sec})",
         );
-        let result = restore(&repository, &id, &snapshot, &options, &bar);
+        let result = restore(&repository, &id, &snapshot, &options, false, &bar);
         bar.finish();
         let report = result.map_err(|e| {
             let done: Vec<&str> = reports
@@ -336,7 +424,12 @@ fn run_restore(global: &GlobalArgs, args: &PgRestoreArgs) -> Result<()> {
 fn run_verify(global: &GlobalArgs, args: &PgVerifyArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "pg verify")?;
-    let (id, snapshot) = repository.find_snapshot(&args.snapshot)?;
+    let (id, snapshot) = find_pg_snapshot(
+        &repository,
+        &args.snapshot,
+        args.databases.first().map(String::as_str),
+        args.databases.is_empty(),
+    )?;
     crate::audit::note_snapshot(&id.to_hex());
     let options = DrillOptions {
         scratch: Target::parse(Some(&args.scratch))?,

@@ -55,7 +55,11 @@ fn drill_summary(record: Option<&DrillRecord>) -> String {
         None => "-".into(),
         Some(record) => format!(
             "{} {}",
-            if record.passed { "passed" } else { "FAILED" },
+            match (record.passed, record.complete) {
+                (false, _) => "FAILED",
+                (true, true) => "passed",
+                (true, false) => "partial",
+            },
             record.time.chars().take(10).collect::<String>()
         ),
     }

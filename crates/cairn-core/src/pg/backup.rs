@@ -116,8 +116,24 @@ impl PgBackup {
             0,
             "connecting to the server",
         )?;
-        let mut session = Session::connect(&psql, &options.target, &maintenance_db)
-            .map_err(|e| failed(format!("cannot connect: {e}")))?;
+        let mut session =
+            Session::connect(&psql, &options.target, &maintenance_db).map_err(|e| {
+                let text = e.to_string();
+                // libpq rejects a misspelt option before any network access:
+                // that is invalid input, not a failed producer.
+                if [
+                    "invalid connection option",
+                    "invalid sslmode value",
+                    "invalid URI",
+                ]
+                .iter()
+                .any(|m| text.contains(m))
+                {
+                    Error::Invalid(format!("the connection is invalid: {text}"))
+                } else {
+                    failed(format!("cannot connect: {text}"))
+                }
+            })?;
         let server: ServerRow = session
             .json(&format!(
                 "SELECT jsonb_build_object(\
@@ -162,6 +178,7 @@ impl PgBackup {
                 pg_dump_major: tools.major,
                 system_identifier: server.system_identifier,
                 connection: options.target.display(),
+                all: options.all,
                 globals: None,
                 roles: server.roles,
                 databases: Vec::new(),
@@ -345,6 +362,14 @@ fn select_databases(options: &PgBackupOptions, available: &[String]) -> Result<V
         return Err(Error::Invalid(
             "give either database names or --all, not both".into(),
         ));
+    }
+    for db in &options.exclude {
+        if !available.contains(db) {
+            return Err(Error::Invalid(format!(
+                "--exclude {db}: the server has no such database; it has: {}",
+                available.join(", ")
+            )));
+        }
     }
     let mut chosen: Vec<String> = if options.all {
         available

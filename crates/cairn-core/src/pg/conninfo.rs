@@ -112,18 +112,34 @@ impl Target {
     }
 }
 
+/// The text with anything that may be a password replaced by `****`: the
+/// part between `:` and `@` of a URL's user information, and the value
+/// after `password=`.
 fn redact_guess(text: &str) -> String {
-    if text.contains("password") || text.contains('@') {
-        "<hidden: it may hold a password>".into()
-    } else {
-        text.to_string()
+    let mut out = text.to_string();
+    if let Some(scheme_end) = out.find("://")
+        && let Some(at) = out[scheme_end + 3..].find('@').map(|i| i + scheme_end + 3)
+        && let Some(colon) = out[scheme_end + 3..at]
+            .find(':')
+            .map(|i| i + scheme_end + 3)
+    {
+        out.replace_range(colon + 1..at, "****");
     }
+    if let Some(start) = out.find("password=") {
+        let value_start = start + "password=".len();
+        let value_end = out[value_start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |i| i + value_start);
+        out.replace_range(value_start..value_end, "****");
+    }
+    out
 }
 
 fn parse_url(text: &str) -> Result<Target> {
+    let shown = redact_guess(text);
     let bad = |what: &str| {
         Error::Invalid(format!(
-            "connection URL is invalid: {what}; write it as postgres://user[:password]@host[:port]/dbname[?key=value]"
+            "connection URL {shown} is invalid: {what}; write it as postgres://user[:password]@host[:port]/dbname[?key=value]"
         ))
     };
     let scheme_end = text.find("://").ok_or_else(|| bad("no scheme"))? + 3;
@@ -365,5 +381,13 @@ mod tests {
         assert!(error.to_string().contains("neither"), "{error}");
         let error = Target::parse(Some("postgres://u:p%zz@h/db")).expect_err("rejected");
         assert!(!error.to_string().contains("p%zz"), "{error}");
+        assert!(
+            error.to_string().contains("postgres://u:****@h/db"),
+            "{error}"
+        );
+        assert_eq!(
+            redact_guess("host=h password=s3cret user=u"),
+            "host=h password=**** user=u"
+        );
     }
 }

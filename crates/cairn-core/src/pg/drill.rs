@@ -82,9 +82,16 @@ pub struct DrillRecord {
     pub passed: bool,
     /// Wall-clock seconds of the whole drill.
     pub duration_secs: f64,
+    /// Roles created on the scratch server from `globals.sql`.
+    #[serde(default)]
+    pub created_roles: Vec<String>,
     /// Roles of the snapshot missing on the scratch server after the
     /// globals were applied.
     pub missing_roles: Vec<String>,
+    /// True when every database of the snapshot was checked, false when
+    /// `--db` chose some.
+    #[serde(default = "default_true")]
+    pub complete: bool,
     /// Per database.
     pub databases: Vec<DrillDatabase>,
     /// The error that stopped the drill, if one did.
@@ -113,6 +120,10 @@ impl DrillRecord {
         }
         out
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Stores a drill record; returns its id.
@@ -256,12 +267,22 @@ pub fn drill(
     struct Scratch {
         system_identifier: String,
         databases: Vec<String>,
+        user: String,
+        superuser: bool,
     }
     let scratch: Scratch = session.json(
         "SELECT jsonb_build_object(\
          'system_identifier', (SELECT system_identifier::text FROM pg_control_system()), \
-         'databases', (SELECT coalesce(jsonb_agg(datname), '[]') FROM pg_database))",
+         'databases', (SELECT coalesce(jsonb_agg(datname), '[]') FROM pg_database), \
+         'user', current_user, \
+         'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))",
     )?;
+    if !scratch.superuser {
+        return Err(Error::Invalid(format!(
+            "the scratch role {} is not a superuser; a drill creates roles and restores owners and grants, which needs one. Connect to the scratch server as a superuser",
+            scratch.user
+        )));
+    }
     if scratch.system_identifier == meta.system_identifier {
         let shared: Vec<&str> = meta
             .databases
@@ -284,7 +305,9 @@ pub fn drill(
         scratch: options.scratch.display(),
         passed: false,
         duration_secs: 0.0,
+        created_roles: Vec::new(),
         missing_roles: Vec::new(),
+        complete: selected.len() == meta.databases.len(),
         databases: Vec::new(),
         error: None,
     };
@@ -352,6 +375,7 @@ fn run_drill(
             kept = report.kept.len(),
             "roles applied to the scratch server"
         );
+        record.created_roles = report.created;
     }
     let present = evidence::roles(session)?;
     record.missing_roles = meta

@@ -20,6 +20,9 @@ pub struct PgSnapshot {
     pub system_identifier: String,
     /// Connection string of the source, without password.
     pub connection: String,
+    /// Made with `--all`: every database of the server at that time.
+    #[serde(default)]
+    pub all: bool,
     /// The globals entry, when one was taken.
     #[serde(default)]
     pub globals: Option<GlobalsInfo>,

@@ -462,6 +462,13 @@ pub fn run_tool(
         .map_err(|e| Error::Postgres(format!("cannot wait for {program}: {e}")))?;
     let _ = reader.join();
     let text = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+    // A feed that failed on its own side (a damaged chunk, a missing pack)
+    // is the cause; the program then only saw its input end early.
+    if let Err(e) = &fed
+        && !is_broken_pipe(e)
+    {
+        return fed.map(|()| text);
+    }
     if !status.success() {
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -470,8 +477,16 @@ pub fn run_tool(
             tail.join("\n")
         )));
     }
-    fed?;
-    Ok(text)
+    // pg_restore stops reading once it has what a selection needs, so a
+    // broken pipe after a successful exit is not an error.
+    match fed {
+        Err(e) if !is_broken_pipe(&e) => Err(e),
+        _ => Ok(text),
+    }
+}
+
+fn is_broken_pipe(error: &Error) -> bool {
+    matches!(error, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// Loads one database entry into `database` on `target` with pg_restore:
@@ -573,18 +588,93 @@ pub fn list(
     Ok(())
 }
 
-/// Restores one database of a snapshot; see [`PgRestoreOptions`].
+/// Databases that exist on every server and serve as connection targets;
+/// restoring another database's dump into one of them is a mistake (a
+/// forgotten `--create`).
+const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
+
+/// pg_restore arguments selecting `tables` and `schemas`, checked against
+/// the tables and sequences the snapshot recorded. A name with a dot is
+/// `schema.table`; pg_restore matches `--table` by name only, so a schema
+/// becomes a `--schema` next to it.
+fn selection_args(
+    source: &PgDatabase,
+    tables: &[String],
+    schemas: &[String],
+) -> Result<Vec<String>> {
+    let evidence = &source.evidence;
+    let mut args = Vec::new();
+    for schema in schemas {
+        if !evidence.schemas.contains(schema) {
+            return Err(Error::Invalid(format!(
+                "database {} has no schema {schema}; its schemas are: {}",
+                source.name,
+                evidence.schemas.join(", ")
+            )));
+        }
+    }
+    let known: Vec<(String, String)> = evidence
+        .tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .chain(evidence.sequences.iter().filter_map(|s| {
+            s.split_once('.')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        }))
+        .collect();
+    let mut table_schemas = Vec::new();
+    for table in tables {
+        let (schema, name) = match table.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, table.as_str()),
+        };
+        let matches = known
+            .iter()
+            .filter(|(s, n)| n == name && schema.is_none_or(|schema| s == schema))
+            .count();
+        if matches == 0 {
+            let mut names: Vec<String> = known.iter().map(|(s, n)| format!("{s}.{n}")).collect();
+            names.truncate(30);
+            return Err(Error::Invalid(format!(
+                "database {} has no table {table} (a partitioned table is restored by naming its partitions); tables: {}",
+                source.name,
+                names.join(", ")
+            )));
+        }
+        if let Some(schema) = schema {
+            table_schemas.push(schema.to_string());
+        }
+        args.push(format!("--table={name}"));
+    }
+    table_schemas.sort();
+    table_schemas.dedup();
+    if table_schemas.len() > 1 {
+        return Err(Error::Invalid(format!(
+            "the tables given are in several schemas ({}); pg_restore selects tables by name within the given schemas, so restore one schema's tables at a time",
+            table_schemas.join(", ")
+        )));
+    }
+    for schema in table_schemas.iter().chain(schemas) {
+        args.push(format!("--schema={schema}"));
+    }
+    Ok(args)
+}
+
+/// Restores one database of a snapshot; see [`PgRestoreOptions`]. With
+/// `check_only`, runs every check on the target and changes nothing.
 pub fn restore(
     repository: &Repository,
     id: &Id,
     snapshot: &Snapshot,
     options: &PgRestoreOptions,
+    check_only: bool,
     progress: &dyn RestoreProgress,
 ) -> Result<PgRestoreReport> {
     let started = Instant::now();
     let meta = pg_meta(id, snapshot)?;
     let source = find_database(meta, &options.database)?;
     let tools = restore_tools(options.pg_bin.as_deref(), meta)?;
+    let selection = selection_args(source, &options.tables, &options.schemas)?;
     let (connect_db, database) = if options.create {
         let database = options
             .rename
@@ -605,6 +695,12 @@ pub fn restore(
                 "--to does not name a database: name the existing empty database to restore into (postgres://host/NAME), or pass --create to create one".into(),
             )
         })?;
+        if SYSTEM_DATABASES.contains(&database) && database != source.name {
+            return Err(Error::Invalid(format!(
+                "--to names the database {database}, which is where connections start, not a restore target; to create database {} there, add --create (--as NAME for another name)",
+                source.name
+            )));
+        }
         (database.to_string(), database.to_string())
     };
     let mut session = match Session::connect(&tools, &options.target, &connect_db) {
@@ -643,11 +739,20 @@ pub fn restore(
         };
         check_existing_target(&mut target_session, &database, source, options)?;
         target_session.close()?;
-        if options.create {
+        if options.create && !check_only {
             info!(database = %database, "the database exists and is empty: restoring into it");
         }
     } else {
         session.close()?;
+    }
+    if check_only {
+        return Ok(PgRestoreReport {
+            database,
+            created: false,
+            globals: None,
+            bytes: 0,
+            duration_secs: started.elapsed().as_secs_f64(),
+        });
     }
     let globals = if options.globals {
         Some(apply_globals(
@@ -666,17 +771,27 @@ pub fn restore(
         let mut session = Session::connect(&tools, &options.target, &connect_db)?;
         create_database(&mut session, &database, source)?;
         session.close()?;
+    }
+    if options.create {
+        // Also for an empty database left by an earlier failed attempt.
         apply_database_properties(&tools, &options.target, &connect_db, &database, source)?;
     }
     let mut extra = Vec::new();
     if options.clean {
         extra.extend(["--clean".to_string(), "--if-exists".to_string()]);
     }
-    for schema in &options.schemas {
-        extra.push(format!("--schema={schema}"));
-    }
-    for table in &options.tables {
-        extra.push(format!("--table={table}"));
+    extra.extend(selection);
+    if !options.schemas.is_empty() {
+        // pg_restore --schema restores the objects in a schema but not the
+        // schema itself.
+        let mut session = Session::connect(&tools, &options.target, &database)?;
+        for schema in &options.schemas {
+            session.execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))?;
+        }
+        session.close()?;
     }
     let loaded = load(
         repository,
@@ -692,9 +807,23 @@ pub fn restore(
     );
     if let Err(e) = loaded {
         if created {
-            warn!(database = %database, "the restore failed; the database cairn created is left for inspection: drop it before retrying");
+            // The restore ran in one transaction (or failed before loading),
+            // so the new database holds nothing worth keeping.
+            let dropped =
+                Session::connect(&tools, &options.target, &connect_db).and_then(|mut session| {
+                    drop_database(&mut session, &database)?;
+                    session.close()
+                });
+            match dropped {
+                Ok(()) => {
+                    info!(database = %database, "dropped the database created for the failed restore")
+                }
+                Err(drop_error) => {
+                    warn!(database = %database, error = %drop_error, "cannot drop the database created for the failed restore; drop it before retrying")
+                }
+            }
         }
-        return Err(e);
+        return Err(with_hint(e, options.globals));
     }
     let bytes = snapshot.entry(&source.entry).map(|e| e.size).unwrap_or(0);
     Ok(PgRestoreReport {
@@ -704,6 +833,20 @@ pub fn restore(
         bytes,
         duration_secs: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Adds the likely fix to a pg_restore failure that cairn recognises.
+fn with_hint(error: Error, globals: bool) -> Error {
+    match error {
+        Error::Postgres(message)
+            if !globals && message.contains("role \"") && message.contains("does not exist") =>
+        {
+            Error::Postgres(format!(
+                "{message}\nthe snapshot's roles are missing on the target: add --globals to create them first"
+            ))
+        }
+        other => other,
+    }
 }
 
 /// Rejects an existing target database whose encoding or locale differs
@@ -736,8 +879,13 @@ fn check_existing_target(
         )));
     }
     if target_row.relations > 0 && !options.clean {
+        let advice = if options.create {
+            "restore under another name with --as NAME, drop the database first, or restore into it without --create and with --clean"
+        } else {
+            "pass --clean to drop and recreate the objects in the dump, or restore into a new database with --create"
+        };
         return Err(Error::Invalid(format!(
-            "database {database} exists and is not empty ({} tables, views or sequences); pass --clean to drop and recreate the objects in the dump, or restore under another name with --create --as NAME",
+            "database {database} already exists and is not empty ({} tables, views or sequences); {advice}",
             target_row.relations
         )));
     }

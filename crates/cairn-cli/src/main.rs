@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 mod commands;
+mod notify;
 mod password;
 mod progress;
 

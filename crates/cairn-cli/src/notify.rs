@@ -838,7 +838,24 @@ fn join_until(helper: JoinHandle<()>, deadline: Instant) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
+
+    /// Settings with short retry delays and no proxy, so tests are fast and
+    /// their requests go only to the local receiver. Also installs the test
+    /// log before the first delivery.
+    fn test_settings() -> Settings {
+        test_log();
+        Settings {
+            retry_delay: Duration::from_millis(10),
+            max_retry_delay: Duration::from_millis(100),
+            proxy_from_env: false,
+        }
+    }
 
     fn failure_event() -> Event {
         Event::failure(
@@ -846,6 +863,235 @@ mod tests {
             Duration::from_millis(1500),
             "pg_dump exited with 1",
         )
+    }
+
+    fn hmac_hex(secret: &str, body: &[u8]) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+        mac.update(body);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Response of the test receiver to one request.
+    #[derive(Clone, Copy, Debug)]
+    enum Reply {
+        Status(u16),
+        /// Read the request, then keep the connection open without a response.
+        Hang,
+    }
+
+    /// Request recorded by the test receiver.
+    #[derive(Clone, Debug)]
+    struct Request {
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Request {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.as_str())
+        }
+    }
+
+    /// HTTP/1.1 receiver on 127.0.0.1 with a port the system picks. It
+    /// responds to the n-th request with the n-th reply and to every later
+    /// one with the last reply. It closes each connection after responding.
+    struct Receiver {
+        address: SocketAddr,
+        requests: Arc<Mutex<Vec<Request>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Receiver {
+        fn start(replies: &[Reply]) -> Receiver {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test receiver");
+            let address = listener.local_addr().expect("receiver address");
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let replies = replies.to_vec();
+            let thread = {
+                let requests = Arc::clone(&requests);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || serve(listener, &replies, &requests, &stop))
+            };
+            Receiver {
+                address,
+                requests,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.address)
+        }
+
+        fn requests(&self) -> Vec<Request> {
+            self.requests.lock().expect("requests lock").clone()
+        }
+    }
+
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            // Connects once to wake the accept loop, which then checks the flag.
+            let _ = TcpStream::connect(self.address);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn serve(
+        listener: TcpListener,
+        replies: &[Reply],
+        requests: &Mutex<Vec<Request>>,
+        stop: &AtomicBool,
+    ) {
+        // Connections of hanging replies stay open until the receiver stops.
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = stream else { continue };
+            let Some(request) = read_request(&stream) else {
+                continue;
+            };
+            let index = {
+                let mut requests = requests.lock().expect("requests lock");
+                requests.push(request);
+                requests.len() - 1
+            };
+            let reply = replies
+                .get(index)
+                .or(replies.last())
+                .copied()
+                .unwrap_or(Reply::Status(200));
+            match reply {
+                Reply::Status(code) => {
+                    let response = format!(
+                        "HTTP/1.1 {code} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = (&stream).write_all(response.as_bytes());
+                }
+                Reply::Hang => held.push(stream),
+            }
+        }
+    }
+
+    /// Parses the request line, the headers and a body of Content-Length
+    /// bytes. Returns `None` for a connection that sends no request.
+    fn read_request(stream: &TcpStream) -> Option<Request> {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next()?.to_string();
+        let path = parts.next()?.to_string();
+
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':')?;
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+        let length = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(Request {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    /// Log output of a test subscriber.
+    #[derive(Clone, Default)]
+    struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for LogBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuffer {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("log lock")).into_owned()
+        }
+    }
+
+    /// Returns the log of the whole test binary. Its subscriber is the
+    /// global default, installed before the first delivery. A per-test
+    /// subscriber from `with_default` lost lines in parallel runs, because
+    /// tracing caches per call site whether any subscriber wants its events.
+    fn test_log() -> &'static LogBuffer {
+        static LOG: OnceLock<LogBuffer> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = LogBuffer::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other test sets a global subscriber");
+            log
+        })
+    }
+
+    /// Runs `deliver_with` and returns the warnings and the log lines of
+    /// this delivery, identified by the job name in the `notify` span.
+    fn deliver_logged(
+        event: &Event,
+        webhooks: &[Webhook],
+        hooks: &[CommandHook],
+    ) -> (Vec<String>, String) {
+        let log = test_log();
+        let warnings = deliver_with(event, webhooks, hooks, test_settings());
+        let marker = format!("{{job={} ", event.job);
+        let lines: Vec<String> = log
+            .text()
+            .lines()
+            .filter(|line| line.contains(&marker))
+            .map(str::to_string)
+            .collect();
+        (warnings, lines.join("\n"))
+    }
+
+    fn job_event(job: &str) -> Event {
+        Event::failure(job, Duration::from_secs(1), "failed")
+    }
+
+    fn webhook(url: &str) -> Webhook {
+        Webhook {
+            timeout: Duration::from_secs(5),
+            ..Webhook::new(url)
+        }
     }
 
     fn hook(argv: &[&str]) -> CommandHook {
@@ -1020,8 +1266,309 @@ mod tests {
     }
 
     #[test]
+    fn webhook_posts_signed_event() {
+        let receiver = Receiver::start(&[Reply::Status(200)]);
+        let mut target = webhook(&receiver.url("/cairn"));
+        target.secret = Some(Zeroizing::new("s3cret-key".to_string()));
+        let event = failure_event();
+
+        let warnings = deliver_with(&event, &[target], &[], test_settings());
+
+        assert_eq!(warnings, Vec::<String>::new());
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 1);
+        let request = &requests[0];
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/cairn");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("user-agent"), Some(USER_AGENT));
+        assert_eq!(request.header("x-cairn-event"), Some("finish"));
+        let received: serde_json::Value =
+            serde_json::from_slice(&request.body).expect("body is JSON");
+        assert_eq!(
+            received,
+            serde_json::to_value(&event).expect("encode event")
+        );
+
+        let signature = request
+            .header("x-cairn-signature")
+            .expect("signature header");
+        let hex = signature.strip_prefix("sha256=").expect("sha256= prefix");
+        assert_eq!(hex, hmac_hex("s3cret-key", &request.body));
+        assert_ne!(hex, hmac_hex("another-key", &request.body));
+        assert_eq!(hex, hex.to_lowercase());
+    }
+
+    #[test]
+    fn webhook_without_secret_is_unsigned() {
+        let receiver = Receiver::start(&[Reply::Status(204)]);
+
+        let warnings = deliver_with(
+            &failure_event(),
+            &[webhook(&receiver.url("/"))],
+            &[],
+            test_settings(),
+        );
+
+        assert_eq!(warnings, Vec::<String>::new());
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].header("x-cairn-signature"), None);
+    }
+
+    #[test]
+    fn webhook_retries_after_503() {
+        let receiver = Receiver::start(&[Reply::Status(503), Reply::Status(200)]);
+
+        let (warnings, log) =
+            deliver_logged(&job_event("retry-503"), &[webhook(&receiver.url("/"))], &[]);
+
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(receiver.requests().len(), 2);
+        assert!(log.contains("webhook attempt failed, retrying"), "{log}");
+        assert!(log.contains("attempt=1"), "{log}");
+        assert!(log.contains("503"), "{log}");
+    }
+
+    #[test]
+    fn webhook_backoff_doubles_delay() {
+        let receiver =
+            Receiver::start(&[Reply::Status(500), Reply::Status(502), Reply::Status(200)]);
+        let settings = Settings {
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(1),
+            ..test_settings()
+        };
+        let started = Instant::now();
+
+        let warnings = deliver_with(
+            &failure_event(),
+            &[webhook(&receiver.url("/"))],
+            &[],
+            settings,
+        );
+
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(receiver.requests().len(), 3);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(300),
+            "took {elapsed:?}, expected 100 ms + 200 ms of delays"
+        );
+    }
+
+    #[test]
+    fn webhook_gives_up_after_retries() {
+        let receiver = Receiver::start(&[Reply::Status(503)]);
+        let mut target = webhook(&receiver.url("/"));
+        target.retries = 2;
+
+        let warnings = deliver_with(&failure_event(), &[target], &[], test_settings());
+
+        assert_eq!(receiver.requests().len(), 3);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("HTTP status 503"), "{warnings:?}");
+        assert!(warnings[0].contains("attempt 3 of 3"), "{warnings:?}");
+    }
+
+    #[test]
+    fn webhook_no_retry_after_400() {
+        let receiver = Receiver::start(&[Reply::Status(400), Reply::Status(200)]);
+
+        let warnings = deliver_with(
+            &failure_event(),
+            &[webhook(&receiver.url("/"))],
+            &[],
+            test_settings(),
+        );
+
+        assert_eq!(receiver.requests().len(), 1);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("HTTP status 400"), "{warnings:?}");
+        assert!(warnings[0].contains("not retried"), "{warnings:?}");
+    }
+
+    #[test]
+    fn webhook_no_redirect_followed() {
+        let receiver = Receiver::start(&[Reply::Status(302)]);
+
+        let warnings = deliver_with(
+            &failure_event(),
+            &[webhook(&receiver.url("/"))],
+            &[],
+            test_settings(),
+        );
+
+        assert_eq!(receiver.requests().len(), 1);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("redirects are not followed"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn webhook_timeout_warns() {
+        let receiver = Receiver::start(&[Reply::Hang]);
+        let mut target = webhook(&receiver.url("/"));
+        target.timeout = Duration::from_millis(300);
+        target.retries = 1;
+        let started = Instant::now();
+
+        let (warnings, log) = deliver_logged(&job_event("timeout"), &[target], &[]);
+
+        let elapsed = started.elapsed();
+        assert_eq!(receiver.requests().len(), 2);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("timed out after 300ms"),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("attempt 2 of 2"), "{warnings:?}");
+        assert!(log.contains("timed out after 300ms"), "{log}");
+        assert!(elapsed >= Duration::from_millis(600), "took {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn webhook_connection_refused_is_retried() {
+        // A port that was just free and has no listener now.
+        let address = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port");
+        let mut target = webhook(&format!("http://{address}/"));
+        target.retries = 1;
+
+        let warnings = deliver_with(&failure_event(), &[target], &[], test_settings());
+
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("connection failed"), "{warnings:?}");
+        assert!(warnings[0].contains("attempt 2 of 2"), "{warnings:?}");
+    }
+
+    #[test]
+    fn webhook_credentials_never_logged() {
+        let receiver = Receiver::start(&[Reply::Status(400)]);
+        let url = format!("http://alice:hunter2@{}/hook?token=t0ken", receiver.address);
+        let mut target = webhook(&url);
+        target.secret = Some(Zeroizing::new("s3cret-key".to_string()));
+
+        let (warnings, log) = deliver_logged(&job_event("credentials"), &[target], &[]);
+
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 1);
+        // base64("alice:hunter2"): the credentials go out as basic authentication.
+        assert_eq!(
+            requests[0].header("authorization"),
+            Some("Basic YWxpY2U6aHVudGVyMg==")
+        );
+        assert_eq!(warnings.len(), 1);
+        let expected = format!("webhook http://***@{}/hook?***", receiver.address);
+        assert!(warnings[0].starts_with(&expected), "{warnings:?}");
+        assert!(log.contains("attempt=1"), "{log}");
+        for secret in ["hunter2", "t0ken", "s3cret-key"] {
+            assert!(!warnings[0].contains(secret), "{secret} in {warnings:?}");
+            assert!(!log.contains(secret), "{secret} in {log}");
+        }
+    }
+
+    #[test]
+    fn webhook_https_uses_tls() {
+        // A plain TCP server that responds to the TLS handshake with plain
+        // HTTP, which the client's TLS layer rejects without retrying.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let mut target = webhook(&format!("https://{address}/"));
+        target.retries = 1;
+
+        let warnings = deliver_with(&failure_event(), &[target], &[], test_settings());
+
+        server.join().expect("server thread");
+        assert_eq!(warnings.len(), 1);
+        // rustls 0.23.48 reports a reply that is not TLS as a corrupt message.
+        assert!(warnings[0].contains("corrupt message"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("attempt 1 of 2, not retried"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn deliver_sends_only_selected_events() {
+        let receiver = Receiver::start(&[Reply::Status(200)]);
+        let failures_only = webhook(&receiver.url("/failure"));
+        let starts = Webhook {
+            events: vec!["start".into()],
+            ..webhook(&receiver.url("/start"))
+        };
+        let targets = [failures_only, starts];
+
+        for event in [
+            Event::start("job"),
+            Event::success("job", Duration::ZERO, None),
+            failure_event(),
+        ] {
+            let warnings = deliver_with(&event, &targets, &[], test_settings());
+            assert_eq!(warnings, Vec::<String>::new());
+        }
+
+        let mut paths: Vec<String> = receiver.requests().into_iter().map(|r| r.path).collect();
+        paths.sort();
+        assert_eq!(paths, ["/failure", "/start"]);
+    }
+
+    #[test]
+    fn deliver_returns_warning_per_failure() {
+        let receiver = Receiver::start(&[Reply::Status(400)]);
+        let hooks = [hook(&["false"]), hook(&["true"])];
+
+        let warnings = deliver_with(
+            &failure_event(),
+            &[webhook(&receiver.url("/"))],
+            &hooks,
+            test_settings(),
+        );
+
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("webhook "), "{warnings:?}");
+        assert!(
+            warnings[1].starts_with("command hook [\"false\"]"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn deliver_without_targets_does_nothing() {
         assert_eq!(deliver(&failure_event(), &[], &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hook_reads_event_on_stdin() {
+        let folder = tempfile::tempdir().expect("temp folder");
+        let path = folder.path().join("event.json");
+        let script = format!("cat > '{}'", path.display());
+        let event = failure_event();
+
+        let warnings = deliver_with(
+            &event,
+            &[],
+            &[hook(&["sh", "-c", &script])],
+            test_settings(),
+        );
+
+        assert_eq!(warnings, Vec::<String>::new());
+        let written = std::fs::read(&path).expect("hook wrote the event");
+        assert_eq!(written.last(), Some(&b'\n'));
+        let received: serde_json::Value = serde_json::from_slice(&written).expect("stdin is JSON");
+        assert_eq!(
+            received,
+            serde_json::to_value(&event).expect("encode event")
+        );
     }
 
     #[test]
@@ -1041,5 +1588,97 @@ mod tests {
             removed.contains(&"CAIRN_NEW_PASSWORD".to_string()),
             "{removed:?}"
         );
+    }
+
+    #[test]
+    fn hook_failure_warns_with_stderr() {
+        let script = "for i in 1 2 3 4 5 6 7; do echo line $i >&2; done; exit 3";
+
+        let (warnings, log) = deliver_logged(
+            &job_event("hook-stderr"),
+            &[],
+            &[hook(&["sh", "-c", script])],
+        );
+
+        assert_eq!(warnings.len(), 1);
+        let warning = &warnings[0];
+        assert!(warning.contains("exit status: 3"), "{warning}");
+        assert!(
+            warning.contains("line 3 | line 4 | line 5 | line 6 | line 7"),
+            "{warning}"
+        );
+        assert!(!warning.contains("line 2"), "{warning}");
+        assert!(!warning.contains('\n'), "{warning}");
+        assert!(log.contains("exit status: 3"), "{log}");
+    }
+
+    #[test]
+    fn hook_killed_at_timeout() {
+        let folder = tempfile::tempdir().expect("temp folder");
+        let pid_file = folder.path().join("pid");
+        let script = format!(
+            "echo $$ > '{}'; echo waiting >&2; exec sleep 30",
+            pid_file.display()
+        );
+        let mut slow = hook(&["sh", "-c", &script]);
+        slow.timeout = Duration::from_millis(500);
+        let started = Instant::now();
+
+        let warnings = deliver_with(&failure_event(), &[], &[slow], test_settings());
+
+        let elapsed = started.elapsed();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("timed out after 500ms and was killed"),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("waiting"), "{warnings:?}");
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+        let pid = std::fs::read_to_string(&pid_file).expect("hook wrote its PID");
+        let proc_path = format!("/proc/{}", pid.trim());
+        assert!(
+            !std::path::Path::new(&proc_path).exists(),
+            "hook {} still runs",
+            pid.trim()
+        );
+    }
+
+    #[test]
+    fn hook_missing_program_warns() {
+        let warnings = deliver_with(
+            &failure_event(),
+            &[],
+            &[hook(&["/nonexistent/cairn-hook"])],
+            test_settings(),
+        );
+
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("cannot start the program"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn hook_empty_argv_warns() {
+        let warnings = deliver_with(&failure_event(), &[], &[hook(&[])], test_settings());
+
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("the command line is empty"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn hook_large_event_without_reader() {
+        // The event is larger than a pipe buffer and the hook never reads
+        // stdin, so writing it fails once the hook exits.
+        let mut event = failure_event();
+        event.details = serde_json::json!({ "padding": "x".repeat(1 << 20) });
+
+        let warnings = deliver_with(&event, &[], &[hook(&["true"])], test_settings());
+
+        assert_eq!(warnings, Vec::<String>::new());
     }
 }

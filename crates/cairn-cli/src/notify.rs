@@ -43,6 +43,9 @@ pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Maximum delay between two webhook attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// Maximum timeout passed to the HTTP client, because ureq 3.5 panics when
+/// a deadline does not fit in an `Instant`, as with `Duration::MAX`.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Environment variables that hold a passphrase and must not reach a hook.
 const SECRET_ENV_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_NEW_PASSWORD"];
@@ -524,7 +527,7 @@ fn http_agent(timeout: Duration, settings: Settings) -> ureq::Agent {
         // the configuration does not name.
         .max_redirects(0)
         .user_agent(USER_AGENT)
-        .timeout_global(Some(timeout));
+        .timeout_global(Some(timeout.min(MAX_HTTP_TIMEOUT)));
     if !settings.proxy_from_env {
         config = config.proxy(None);
     }
@@ -1545,6 +1548,20 @@ mod tests {
     #[test]
     fn deliver_without_targets_does_nothing() {
         assert_eq!(deliver(&failure_event(), &[], &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn maximum_timeouts_do_not_panic() {
+        let receiver = Receiver::start(&[Reply::Status(200)]);
+        let mut target = webhook(&receiver.url("/"));
+        target.timeout = Duration::MAX;
+        let mut quick = hook(&["true"]);
+        quick.timeout = Duration::MAX;
+
+        let warnings = deliver_with(&failure_event(), &[target], &[quick], test_settings());
+
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(receiver.requests().len(), 1);
     }
 
     #[test]

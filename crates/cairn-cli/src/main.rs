@@ -13,6 +13,7 @@ macro_rules! say {
 
 mod audit;
 mod commands;
+mod notify;
 mod password;
 mod progress;
 

@@ -13,7 +13,12 @@ macro_rules! say {
 
 mod audit;
 mod commands;
+mod config;
+mod cron;
+mod jobs;
+mod metrics;
 mod notify;
+mod notify_hooks;
 mod password;
 mod progress;
 
@@ -73,6 +78,9 @@ pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log format on stderr: text, or json with one object per line.
+    #[arg(long, global = true, env = "CAIRN_LOG_FORMAT", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// The subcommands.
@@ -104,6 +112,12 @@ pub enum Command {
     Pg(commands::pg::PgArgs),
     /// List the audit trail: who did what to the repository, and when.
     Audit(commands::audit::AuditArgs),
+    /// Validate the configuration file.
+    Config(commands::config::ConfigArgs),
+    /// Run configured jobs once: backup, retention, check, drill.
+    Run(commands::run::RunArgs),
+    /// Run configured jobs on their schedules, with metrics, until stopped.
+    Schedule(commands::schedule::ScheduleArgs),
 }
 
 /// Commands whose output is a listing that may be piped into `head`.
@@ -136,26 +150,39 @@ fn audit_name(command: &Command) -> Option<String> {
             commands::pg::PgCommand::Restore(_) => "pg restore",
             commands::pg::PgCommand::Verify(_) => "pg verify",
         },
-        Command::Init(_) | Command::Snapshots(_) | Command::Stats(_) | Command::Audit(_) => {
+        // `run` writes one record per step itself.
+        Command::Init(_)
+        | Command::Snapshots(_)
+        | Command::Stats(_)
+        | Command::Audit(_)
+        | Command::Config(_)
+        | Command::Run(_)
+        | Command::Schedule(_) => {
             return None;
         }
     };
     Some(name.to_string())
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+fn init_logging(verbose: u8, json: bool, long_running: bool) {
+    // The scheduler and job runs log their starts and ends by default.
+    let default = match (verbose, long_running) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        (2, _) => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 /// An error that has already been reported; carries only the exit code.
@@ -229,7 +256,11 @@ fn main() -> ExitCode {
     fix_malloc_thresholds();
     restrict_file_modes();
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    init_logging(
+        cli.global.verbose,
+        cli.global.log_format == "json",
+        matches!(cli.command, Command::Run(_) | Command::Schedule(_)),
+    );
     let result = match &cli.command {
         Command::Init(args) => commands::init::run(&cli.global, args),
         Command::Backup(args) => commands::backup::run(&cli.global, args),
@@ -244,6 +275,9 @@ fn main() -> ExitCode {
         Command::Key(args) => commands::key::run(&cli.global, args),
         Command::Pg(args) => commands::pg::run(&cli.global, args),
         Command::Audit(args) => commands::audit::run(&cli.global, args),
+        Command::Config(args) => commands::config::run(&cli.global, args),
+        Command::Run(args) => commands::run::run(&cli.global, args),
+        Command::Schedule(args) => commands::schedule::run(&cli.global, args),
     };
     if let Some(name) = audit_name(&cli.command) {
         let (code, error) = match &result {

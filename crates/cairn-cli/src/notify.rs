@@ -47,8 +47,16 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// a deadline does not fit in an `Instant`, as with `Duration::MAX`.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// Environment variables that hold a passphrase and must not reach a hook.
-const SECRET_ENV_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_NEW_PASSWORD"];
+/// Environment variables that may hold a secret (a passphrase, a connection
+/// string with a password) and must not reach a hook.
+const SECRET_ENV_VARS: [&str; 6] = [
+    "CAIRN_PASSWORD",
+    "CAIRN_NEW_PASSWORD",
+    "CAIRN_PG_CONNECTION",
+    "CAIRN_PG_SCRATCH",
+    "CAIRN_WEBHOOK_SECRET",
+    "PGPASSWORD",
+];
 /// Last lines of a hook's stdout or stderr that a warning or log line shows.
 const OUTPUT_TAIL_LINES: usize = 5;
 /// Bytes of a hook's stdout and stderr kept in memory. Older output is

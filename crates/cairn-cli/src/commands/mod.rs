@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod config;
 pub mod forget;
 pub mod init;
 pub mod key;
@@ -10,6 +11,8 @@ pub mod pg;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod run;
+pub mod schedule;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;

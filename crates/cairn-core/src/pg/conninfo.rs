@@ -61,6 +61,13 @@ impl Target {
         }
     }
 
+    /// Sets the password to give child programs in `PGPASSWORD`; it
+    /// replaces one written into the target.
+    pub fn with_password(mut self, password: Zeroizing<String>) -> Target {
+        self.password = Some(password);
+        self
+    }
+
     /// The database named by the target itself, if any.
     pub fn database(&self) -> Option<&str> {
         match &self.form {

@@ -1,0 +1,58 @@
+//! `cairn run`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::GlobalArgs;
+
+/// Arguments of `cairn run`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    cairn run nightly\n  \
+    cairn run --all --config /etc/cairn/cairn.toml\n\n\
+A run does, in order: the backup, forget and prune (with a [job.NAME.retention] section), \
+a check of a subset ([job.NAME.check]) and a restore drill when one is due \
+([job.NAME.drill]). It stops at the first failed step. docs/operations.md describes the \
+configuration.")]
+pub struct RunArgs {
+    /// Job to run.
+    #[arg(value_name = "JOB", required_unless_present = "all")]
+    pub job: Option<String>,
+    /// Run every job of the configuration, one after another.
+    #[arg(long, conflicts_with = "job")]
+    pub all: bool,
+    /// Configuration file [default: CAIRN_CONFIG, then the search path of `cairn config check`].
+    #[arg(long, env = "CAIRN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs one job, or all of them; fails when any failed.
+pub fn run(_global: &GlobalArgs, args: &RunArgs) -> Result<()> {
+    let path = crate::config::locate(args.config.as_deref())?;
+    let loaded = crate::config::load(&path)?;
+    let names: Vec<String> = match &args.job {
+        Some(job) => vec![job.clone()],
+        None => loaded.config.job.keys().cloned().collect(),
+    };
+    if names.len() == 1 {
+        crate::jobs::run_job(&loaded, &names[0])?;
+        crate::say!("job {} succeeded", names[0]);
+        return Ok(());
+    }
+    let mut first_failure = None;
+    for name in &names {
+        match crate::jobs::run_job(&loaded, name) {
+            Ok(()) => crate::say!("job {name} succeeded"),
+            Err(e) => {
+                eprintln!("cairn: job {name} failed: {e:#}");
+                first_failure.get_or_insert(crate::exit_code(&e));
+            }
+        }
+    }
+    match first_failure {
+        Some(code) => Err(crate::Reported(code).into()),
+        None => Ok(()),
+    }
+}

@@ -803,7 +803,7 @@ secret = { env = "CAIRN_WEBHOOK_SECRET" }
             .expect("unknown key rejected")
             .to_string();
         assert!(error.contains("keep_dialy"), "{error}");
-        assert!(error.contains("line 15"), "{error}");
+        assert!(error.contains("line 14"), "{error}");
         let error = loaded(&GOOD.replace(
             "password = { file = \"/etc/cairn/passphrase\" }",
             "password = \"hunter2\"",

@@ -10,6 +10,7 @@ mod crash;
 mod damage;
 mod faults;
 mod keys;
+mod operations;
 mod operator;
 mod password;
 mod pg_server;

@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 
 use crate::cron::Schedule;
 
-/// Where the configuration is looked for, in order, after `--config` and
-/// `CAIRN_CONFIG`.
+/// Lists where the configuration is looked for, in order, after `--config`
+/// and `CAIRN_CONFIG`.
 pub fn search_paths() -> Vec<PathBuf> {
     let mut paths = Vec::new();
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
@@ -64,7 +64,7 @@ pub struct SecretRef {
     pub file: Option<PathBuf>,
     /// A shell command that prints the secret.
     pub command: Option<String>,
-    /// An environment variable that holds the secret.
+    /// An environment variable that contains the secret.
     pub env: Option<String>,
 }
 
@@ -170,7 +170,7 @@ pub struct RepositoryConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// What a job backs up: exactly one of these.
+/// PostgreSQL source of a job; a job has exactly one source.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSource {
@@ -299,7 +299,7 @@ pub struct JobConfig {
     pub drill: Option<DrillConfig>,
 }
 
-/// What the scheduler does about runs missed while it was not running.
+/// Policy for runs missed while the scheduler was not running.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
@@ -678,7 +678,7 @@ impl Loaded {
         }
     }
 
-    /// The repository a job uses.
+    /// Returns the name and settings of the repository a job uses.
     pub fn repository_of<'a>(
         &'a self,
         job: &'a JobConfig,
@@ -701,7 +701,7 @@ impl Loaded {
         Ok((name, repository))
     }
 
-    /// A job by name, or an error listing the jobs.
+    /// Finds a job by name; the error lists the jobs.
     pub fn job(&self, name: &str) -> Result<&JobConfig> {
         self.config.job.get(name).ok_or_else(|| {
             cairn_core::Error::Invalid(format!(
@@ -718,7 +718,7 @@ impl Loaded {
         })
     }
 
-    /// The schedule of a job, if it has one.
+    /// Returns the schedule of a job, if it has one.
     pub fn schedule_of(&self, job: &JobConfig) -> Option<Schedule> {
         if let Some(cron) = &job.schedule {
             return Schedule::parse_cron(cron.get_ref()).ok();
@@ -738,7 +738,7 @@ impl Loaded {
     }
 }
 
-/// The retention policy of a job.
+/// Builds the retention policy of a job.
 pub fn retention_policy(retention: &RetentionConfig) -> Result<cairn_core::retention::Policy> {
     Ok(cairn_core::retention::Policy {
         keep_last: retention.keep_last,

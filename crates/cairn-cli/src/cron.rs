@@ -137,8 +137,9 @@ impl Schedule {
         }))
     }
 
-    /// The first run time strictly after `after` (for an interval: after the
-    /// previous start `last`, or `after` itself when there was none).
+    /// Returns the first run time strictly after `after`. For an interval it
+    /// is the previous start `last` plus the interval, or `after` itself when
+    /// there was no previous start.
     pub fn next_after(
         &self,
         after: Timestamp,
@@ -157,7 +158,7 @@ impl Schedule {
         }
     }
 
-    /// The expression as written, for messages.
+    /// Returns the expression as written, for messages.
     pub fn describe(&self) -> String {
         match self {
             Schedule::Cron(cron) => cron.text.clone(),
@@ -214,7 +215,7 @@ impl Cron {
 }
 
 /// Converts a cron expression to a systemd `OnCalendar=` value, when
-/// systemd's calendar syntax can say the same; `None` otherwise (a range
+/// systemd's calendar syntax can express it; `None` otherwise (a range
 /// with a step, or both day fields restricted, which cron combines with OR
 /// and systemd with AND).
 pub fn to_on_calendar(text: &str) -> Option<String> {

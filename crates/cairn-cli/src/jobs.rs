@@ -55,7 +55,7 @@ pub struct RepositoryState {
     pub newest: Option<String>,
 }
 
-/// What the metrics and the scheduler know about a job.
+/// State of a job that the metrics and the scheduler read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobState {
     /// Job name.
@@ -125,12 +125,12 @@ pub fn write_state(dir: &Path, state: &JobState) -> Result<()> {
     Ok(())
 }
 
-/// The tag that marks a job's snapshots.
+/// Returns the tag that marks a job's snapshots.
 pub fn job_tag(job: &str) -> String {
     format!("job:{job}")
 }
 
-/// The cache folder of a job's repository.
+/// Returns the cache folder of a job's repository.
 pub fn cache_dir_of(loaded: &Loaded, job: &JobConfig) -> Result<PathBuf> {
     let (_, repository) = loaded.repository_of(job)?;
     repository

@@ -140,6 +140,9 @@ fn audit_name(command: &Command) -> Option<String> {
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
         Command::Check(_) => "check",
+        // A dry run changes nothing, so it is a listing.
+        Command::Forget(args) if args.dry_run => return None,
+        Command::Prune(args) if args.dry_run => return None,
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
         Command::Unlock(_) => "unlock",
@@ -252,10 +255,50 @@ fn fix_malloc_thresholds() {
     }
 }
 
+static TERMINATE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn record_signal(signal: libc::c_int) {
+    TERMINATE.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// On SIGTERM, SIGINT or SIGHUP: stops the producers' process groups and
+/// exits with 128 + the signal number. The default action would end cairn
+/// alone and leave programs started by a producer (`sh -c 'pg_dump ...'`)
+/// running. Exiting at any moment is safe for the repository, because a
+/// snapshot is written only after everything it names.
+#[expect(unsafe_code, reason = "signal(2) has no safe wrapper in std")]
+fn stop_producers_on_signals() {
+    let handler = record_signal as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(signal, handler as libc::sighandler_t);
+        }
+    }
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let signal = TERMINATE.load(std::sync::atomic::Ordering::SeqCst);
+            if signal != 0 {
+                cairn_core::producer::stop_all_producers();
+                eprintln!(
+                    "cairn: stopped by signal {signal}; an unfinished backup wrote no snapshot"
+                );
+                std::process::exit(128 + signal);
+            }
+        }
+    });
+}
+
 fn main() -> ExitCode {
     fix_malloc_thresholds();
     restrict_file_modes();
     let cli = Cli::parse();
+    // The scheduler handles these signals itself.
+    if !matches!(cli.command, Command::Schedule(_)) {
+        stop_producers_on_signals();
+    }
     init_logging(
         cli.global.verbose,
         cli.global.log_format == "json",

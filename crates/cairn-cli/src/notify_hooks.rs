@@ -2,8 +2,6 @@
 //! Delivery failures are logged by the notify module and never change the
 //! job's outcome.
 
-use std::time::Duration;
-
 use zeroize::Zeroizing;
 
 use crate::config::Loaded;
@@ -21,8 +19,7 @@ pub fn job_event(loaded: &Loaded, job: &str, event: &Event) {
         let timeout = target
             .timeout
             .as_ref()
-            .and_then(|t| crate::config::parse_duration(t.get_ref()).ok())
-            .unwrap_or(Duration::from_secs(10));
+            .and_then(|t| crate::config::parse_duration(t.get_ref()).ok());
         if let Some(url) = &target.webhook {
             let secret = match &target.secret {
                 Some(secret) => match secret.read(&format!("secret of notify {name}")) {
@@ -37,14 +34,14 @@ pub fn job_event(loaded: &Loaded, job: &str, event: &Event) {
             webhooks.push(Webhook {
                 url: url.clone(),
                 secret,
-                timeout,
+                timeout: timeout.unwrap_or(crate::notify::DEFAULT_WEBHOOK_TIMEOUT),
                 retries: target.retries,
                 events,
             });
         } else if let Some(argv) = &target.command {
             hooks.push(CommandHook {
                 argv: argv.clone(),
-                timeout,
+                timeout: timeout.unwrap_or(crate::notify::DEFAULT_HOOK_TIMEOUT),
                 events,
             });
         }

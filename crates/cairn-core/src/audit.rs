@@ -60,8 +60,8 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// A record of `command` by this host and user at the current time;
-    /// `previous` is filled in by [`append`].
+    /// Creates a record of `command` by this host and user at the current
+    /// time. [`append`] fills in `previous`.
     pub fn new(command: &str, outcome: &str) -> AuditRecord {
         AuditRecord {
             time: crate::snapshot::now_rfc3339(),

@@ -18,6 +18,27 @@ use crate::error::{Error, Result};
 
 const STDERR_TAIL_LINES: usize = 20;
 
+/// Process groups of the producers that are running, for
+/// [`stop_all_producers`].
+static RUNNING_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Stops every running producer's process group with SIGTERM. For a
+/// process that is about to exit on a signal: PR_SET_PDEATHSIG reaches only
+/// the producer itself, not the programs it started (`sh -c 'pg_dump ...'`).
+pub fn stop_all_producers() {
+    if let Ok(mut groups) = RUNNING_GROUPS.lock() {
+        for group in groups.drain(..) {
+            kill_group(group, libc::SIGTERM);
+        }
+    }
+}
+
+fn forget_group(group: i32) {
+    if let Ok(mut groups) = RUNNING_GROUPS.lock() {
+        groups.retain(|g| *g != group);
+    }
+}
+
 /// A running producer.
 pub struct Producer {
     argv: Vec<String>,
@@ -68,6 +89,9 @@ impl Producer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Producer(format!("cannot start producer `{program}`: {e}")))?;
+        if let Ok(mut groups) = RUNNING_GROUPS.lock() {
+            groups.push(child.id() as i32);
+        }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -127,7 +151,9 @@ impl Producer {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let status = child.wait().map_err(|e| {
+        let status = child.wait();
+        forget_group(child.id() as i32);
+        let status = status.map_err(|e| {
             Error::Producer(format!(
                 "cannot wait for producer `{}`: {e}",
                 self.command_line()
@@ -156,10 +182,11 @@ impl Producer {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        let group = child.id() as i32;
+        forget_group(group);
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
-        let group = child.id() as i32;
         kill_group(group, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {

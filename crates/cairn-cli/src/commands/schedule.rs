@@ -80,7 +80,7 @@ fn parse_time(text: Option<&str>) -> Option<Timestamp> {
     text?.parse().ok()
 }
 
-/// The first run time of a job when the scheduler starts.
+/// Computes the first run time of a job when the scheduler starts.
 fn first_run(
     schedule: &Schedule,
     catch_up: CatchUp,

@@ -128,67 +128,130 @@ fn pack_assembly(c: &mut Criterion) {
     group.finish();
 }
 
-fn index_lookups(c: &mut Criterion) {
-    const CHUNKS: usize = 200_000;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut index = Index::open(dir.path(), "bench").expect("open index");
-    let ids: Vec<Id> = (0..CHUNKS as u64)
-        .map(|i| Id::of_bytes(&i.to_le_bytes()))
-        .collect();
-    let packs: Vec<PackRecord> = ids
-        .chunks(600)
-        .enumerate()
-        .map(|(p, ids)| PackRecord {
-            name: Id::of_bytes(format!("pack {p}").as_bytes()),
-            size: 600 * 20_000,
-            entries: ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| BlobEntry {
-                    kind: BlobKind::Data,
-                    key_id: 0,
-                    id: *id,
-                    offset: i as u64 * 20_000,
-                    length: 20_000,
-                    raw_length: 28_000,
-                })
-                .collect(),
-        })
-        .collect();
-    index
-        .insert_index_object(&Id::of_bytes(b"index"), &packs)
-        .expect("insert");
+/// Chunk id number `i` of the synthetic index.
+fn synthetic_id(i: u64) -> Id {
+    Id::of_bytes(&i.to_le_bytes())
+}
+
+/// Adds chunks `range` to `index`, 600 per pack and 64 packs per index
+/// object, as backups write them.
+fn fill_index(index: &mut Index, range: std::ops::Range<u64>) {
+    let ids: Vec<u64> = range.collect();
+    for (object, group) in ids.chunks(600 * 64).enumerate() {
+        let packs: Vec<PackRecord> = group
+            .chunks(600)
+            .map(|ids| PackRecord {
+                name: Id::of_bytes(format!("pack {}", ids[0]).as_bytes()),
+                size: 600 * 20_000,
+                entries: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| BlobEntry {
+                        kind: BlobKind::Data,
+                        key_id: 0,
+                        id: synthetic_id(*n),
+                        offset: i as u64 * 20_000,
+                        length: 20_000,
+                        raw_length: 28_000,
+                    })
+                    .collect(),
+            })
+            .collect();
+        index
+            .insert_index_object(
+                &Id::of_bytes(format!("index {object} {}", group[0]).as_bytes()),
+                &packs,
+            )
+            .expect("insert");
+    }
+}
+
+/// Lookups of known and new chunk ids in an index of `chunks` chunks. The
+/// 10-million-chunk index (about 1 GB) is built once into
+/// target/bench-index-<chunks> and reused by later runs.
+fn index_lookups_with(c: &mut Criterion, chunks: u64) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(format!("bench-index-{chunks}"));
+    let done = dir.join("complete");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the index folder");
+        let mut index = Index::open(&dir, "bench").expect("open index");
+        let started = std::time::Instant::now();
+        fill_index(&mut index, 0..chunks);
+        eprintln!(
+            "built an index of {chunks} chunks in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(&done, b"").expect("mark the index complete");
+    }
+    let index = Index::open(&dir, "bench").expect("open index");
     let mut group = c.benchmark_group("index");
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("1000 lookups of known chunks, 200k indexed", |b| {
-        b.iter_batched(
-            || {
-                ids.iter()
-                    .step_by(CHUNKS / 1000)
-                    .copied()
-                    .collect::<Vec<_>>()
-            },
-            |wanted| {
-                wanted
-                    .iter()
-                    .filter(|id| index.contains(id).unwrap_or(false))
-                    .count()
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    group.bench_function("1000 lookups of new chunks", |b| {
-        b.iter(|| {
-            (0..1000u64)
-                .filter(|i| {
+    let step = chunks / 1000;
+    group.bench_function(
+        format!("1000 lookups of known chunks, {chunks} indexed"),
+        |b| {
+            let mut round = 0u64;
+            b.iter_batched(
+                || {
+                    round += 1;
+                    (0..1000u64)
+                        .map(|i| synthetic_id((i * step + round) % chunks))
+                        .collect::<Vec<_>>()
+                },
+                |wanted| {
+                    wanted
+                        .iter()
+                        .filter(|id| index.contains(id).unwrap_or(false))
+                        .count()
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    group.bench_function(
+        format!("1000 known chunks in one sorted batch, {chunks} indexed"),
+        |b| {
+            let mut round = 0u64;
+            b.iter_batched(
+                || {
+                    round += 1;
+                    (0..1000u64)
+                        .map(|i| synthetic_id((i * step + round) % chunks))
+                        .collect::<Vec<_>>()
+                },
+                |wanted| {
                     index
-                        .contains(&Id::of_bytes(&((i + 1) << 40).to_le_bytes()))
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-    });
+                        .contains_many(&wanted)
+                        .map(|found| found.iter().filter(|f| **f).count())
+                        .unwrap_or(0)
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+    group.bench_function(
+        format!("1000 lookups of new chunks, {chunks} indexed"),
+        |b| {
+            b.iter(|| {
+                (0..1000u64)
+                    .filter(|i| {
+                        index
+                            .contains(&synthetic_id(((i + 1) << 40) + chunks))
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+        },
+    );
     group.finish();
+}
+
+fn index_lookups(c: &mut Criterion) {
+    index_lookups_with(c, 200_000);
+    index_lookups_with(c, 10_000_000);
 }
 
 criterion_group!(benches, chunking, sealing, pack_assembly, index_lookups);

@@ -48,6 +48,10 @@ CREATE TABLE snapshots(id BLOB PRIMARY KEY, time TEXT NOT NULL, manifest TEXT NO
 CREATE TABLE audit(id BLOB PRIMARY KEY, time TEXT NOT NULL, record TEXT NOT NULL) WITHOUT ROWID;
 ";
 
+/// Whether a blob has a copy in a pack that is not flagged missing.
+const CONTAINS_SQL: &str = "SELECT 1 FROM blobs b CROSS JOIN packs p ON p.pack = b.pack \
+     WHERE b.id = ?1 AND p.missing = 0 LIMIT 1";
+
 /// Pack and position of a readable blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -594,7 +598,22 @@ impl Index {
 
     /// Returns true when a usable copy of the blob exists.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        Ok(self.lookup(id)?.is_some())
+        let mut stmt = self.conn.prepare_cached(CONTAINS_SQL).map_err(self.err())?;
+        stmt.exists([&id.0[..]]).map_err(self.err())
+    }
+
+    /// Returns, in the order of `ids`, whether a usable copy of each blob
+    /// exists. The ids are looked up in sorted order, so that consecutive
+    /// lookups share the B-tree pages near their keys.
+    pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_unstable_by_key(|&i| ids[i]);
+        let mut stmt = self.conn.prepare_cached(CONTAINS_SQL).map_err(self.err())?;
+        let mut found = vec![false; ids.len()];
+        for i in order {
+            found[i] = stmt.exists([&ids[i].0[..]]).map_err(self.err())?;
+        }
+        Ok(found)
     }
 
     /// Returns every pack in the index.

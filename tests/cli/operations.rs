@@ -113,6 +113,24 @@ fn config_examples_and_errors() {
         "the secret was echoed: {stderr}"
     );
 
+    let (code, stderr) = check(
+        &nightly.replace(
+            "postgres://backup@db1.internal",
+            "postgres://backup:pw@db1.internal",
+        ),
+        0o600,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("contains a password"), "{stderr}");
+    assert!(
+        !stderr.contains(":pw@"),
+        "the password was echoed: {stderr}"
+    );
+
+    let (code, stderr) = check(&nightly.replace("30 2 * * *", "30 2 31 2 *"), 0o600);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("matches no time"), "{stderr}");
+
     let (code, stderr) = check(nightly, 0o644);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
@@ -139,7 +157,20 @@ fn config_examples_and_errors() {
         .expect("print-systemd");
     let systemd = String::from_utf8_lossy(&systemd.stdout).to_string();
     assert!(systemd.contains("schedule --config"), "{systemd}");
-    assert!(systemd.contains("OnCalendar=*-*-* 2:30:00"), "{systemd}");
+    assert_eq!(
+        systemd.matches("[Service]").count(),
+        1,
+        "one unit only: {systemd}"
+    );
+    let timers = repo
+        .bare_command()
+        .args(["schedule", "--print-systemd-timers", "--config"])
+        .arg(&path)
+        .output()
+        .expect("print-systemd-timers");
+    let timers = String::from_utf8_lossy(&timers.stdout).to_string();
+    assert!(timers.contains("OnCalendar=*-*-* 2:30:00"), "{timers}");
+    assert!(timers.contains("# --- cairn-run@nightly.timer"), "{timers}");
     let cron = repo
         .bare_command()
         .args(["schedule", "--print-cron", "--config"])
@@ -275,7 +306,7 @@ fn scrape(address: &str) -> String {
 
 /// The value of the sample `name{job="JOB",...}`.
 fn sample(metrics: &str, name: &str, job: &str) -> Option<f64> {
-    let prefix = format!("{name}{{job=\"{job}\"");
+    let prefix = format!("{name}{{cairn_job=\"{job}\"");
     metrics
         .lines()
         .find(|l| l.starts_with(&prefix))
@@ -406,7 +437,8 @@ textfile = "{work}/cairn.prom"
     let rules = docs("prometheus/cairn-alerts.yml");
     let mut used: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("cairn_"))
+        // `cairn_job` is the label, not a metric.
+        .filter(|w| w.starts_with("cairn_") && *w != "cairn_job")
         .collect();
     used.sort();
     used.dedup();
@@ -421,8 +453,19 @@ textfile = "{work}/cairn.prom"
     // The textfile holds the same families.
     let textfile = std::fs::read_to_string(repo.work_path("cairn.prom")).expect("textfile");
     assert!(
-        textfile.contains("cairn_job_last_success_timestamp_seconds{job=\"good\""),
+        textfile.contains(
+            "cairn_job_last_success_timestamp_seconds{cairn_job=\"good\",repository=\"main\"}"
+        ),
         "{textfile}"
+    );
+    let mode = std::fs::metadata(repo.work_path("cairn.prom"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o644,
+        "node_exporter must be able to read the textfile"
     );
 
     // Start and finish events arrived, signed.

@@ -385,6 +385,9 @@ pub struct Loaded {
 pub struct Problem {
     line: Option<usize>,
     message: String,
+    /// A warning does not make the file invalid: a secret file that does
+    /// not exist yet, for example.
+    pub warning: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -425,7 +428,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
         config,
         text,
     };
-    let problems = loaded.validate();
+    let (warnings, problems): (Vec<Problem>, Vec<Problem>) =
+        loaded.validate().into_iter().partition(|p| p.warning);
+    for warning in &warnings {
+        tracing::warn!("{}: {warning}", path.display());
+    }
     if !problems.is_empty() {
         return Err(cairn_core::Error::Invalid(format!(
             "{} has {} problem(s):\n  {}",
@@ -453,6 +460,55 @@ impl Loaded {
         Problem {
             line: span.and_then(|s| line_of(&self.text, s)),
             message,
+            warning: false,
+        }
+    }
+
+    fn warning(&self, message: String) -> Problem {
+        Problem {
+            line: None,
+            message,
+            warning: true,
+        }
+    }
+
+    /// Checks that a secret file exists, can be read, and is private.
+    fn check_secret(&self, what: &str, secret: &SecretRef, problems: &mut Vec<Problem>) {
+        let Some(path) = &secret.file else {
+            return;
+        };
+        match std::fs::metadata(path) {
+            Err(e) => problems.push(self.warning(format!(
+                "{what}: cannot read the file {}: {e}; runs will fail until it exists",
+                path.display()
+            ))),
+            Ok(metadata) if metadata.permissions().mode() & 0o077 != 0 => {
+                problems.push(self.problem(None, format!(
+                    "{what}: other users can read or change the file {} (mode {:o}). Run: chmod 600 {}",
+                    path.display(),
+                    metadata.permissions().mode() & 0o777,
+                    path.display()
+                )));
+            }
+            Ok(_) => {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(self.warning(format!(
+                        "{what}: cannot read the file {}: {e}; runs will fail until cairn can read it",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Checks that a connection string carries no password.
+    fn check_connection(&self, what: &str, text: Option<&str>, problems: &mut Vec<Problem>) {
+        match cairn_core::pg::Target::parse(text) {
+            Err(e) => problems.push(self.problem(None, format!("{what}: {e}"))),
+            Ok(target) if target.has_password() => problems.push(self.problem(None, format!(
+                "{what} contains a password, and secrets are never written into the file: remove it and add password = {{ file = \"PATH\" }} next to it"
+            ))),
+            Ok(_) => {}
         }
     }
 
@@ -490,6 +546,11 @@ impl Loaded {
             problems.push(self.problem(None, "no [repository.NAME] section: name at least one repository with its path and password".into()));
         }
         for (name, repository) in &config.repository {
+            self.check_secret(
+                &format!("repository {name}: password"),
+                repository.password.get_ref(),
+                &mut problems,
+            );
             if repository.password.get_ref().count() != 1 {
                 problems.push(self.problem(
                     Some(repository.password.span()),
@@ -517,6 +578,9 @@ impl Loaded {
                     None,
                     format!("notify {name}: webhook must be an http:// or https:// URL"),
                 ));
+            }
+            if let Some(secret) = &notify.secret {
+                self.check_secret(&format!("notify {name}: secret"), secret, &mut problems);
             }
             if notify.secret.as_ref().is_some_and(|s| s.count() != 1) {
                 problems.push(self.problem(
@@ -562,6 +626,15 @@ impl Loaded {
 
     fn validate_job(&self, name: &str, job: &JobConfig, problems: &mut Vec<Problem>) {
         let config = &self.config;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            problems.push(self.problem(None, format!(
+                "job name {name:?} is invalid: use letters, digits, '-', '_' and '.', because it names files, systemd units and metric labels"
+            )));
+        }
         match &job.repository {
             Some(repository) if !config.repository.contains_key(repository.get_ref()) => {
                 problems.push(self.problem(
@@ -585,19 +658,32 @@ impl Loaded {
                 Some(every.span()),
                 format!("job {name}: give either schedule or every, not both"),
             )),
-            (Some(schedule), None) => {
-                if let Err(e) = Schedule::parse_cron(schedule.get_ref()) {
-                    problems.push(
-                        self.problem(Some(schedule.span()), format!("job {name}: schedule {e}")),
+            (Some(schedule), None) => match Schedule::parse_cron(schedule.get_ref()) {
+                Err(e) => problems
+                    .push(self.problem(Some(schedule.span()), format!("job {name}: schedule {e}"))),
+                Ok(parsed) => {
+                    let next = parsed.next_after(
+                        jiff::Timestamp::now(),
+                        None,
+                        &jiff::tz::TimeZone::system(),
                     );
+                    if next.is_none() {
+                        problems.push(self.problem(Some(schedule.span()), format!(
+                            "job {name}: schedule {:?} matches no time in the next four years (such as the 31st of a short month)",
+                            schedule.get_ref()
+                        )));
+                    }
                 }
-            }
-            (None, Some(every)) => {
-                if let Err(e) = parse_duration(every.get_ref()) {
-                    problems
-                        .push(self.problem(Some(every.span()), format!("job {name}: every {e}")));
-                }
-            }
+            },
+            (None, Some(every)) => match parse_duration(every.get_ref()) {
+                Err(e) => problems
+                    .push(self.problem(Some(every.span()), format!("job {name}: every {e}"))),
+                Ok(interval) if interval < Duration::from_secs(1) => problems.push(self.problem(
+                    Some(every.span()),
+                    format!("job {name}: every must be at least 1s"),
+                )),
+                Ok(_) => {}
+            },
             (None, None) => {}
         }
         let sources = usize::from(job.postgres.is_some())
@@ -609,8 +695,13 @@ impl Loaded {
             )));
         }
         if let Some(postgres) = &job.postgres {
-            if let Err(e) = cairn_core::pg::Target::parse(postgres.connection.as_deref()) {
-                problems.push(self.problem(None, format!("job {name}: postgres.connection: {e}")));
+            self.check_connection(
+                &format!("job {name}: postgres.connection"),
+                postgres.connection.as_deref(),
+                problems,
+            );
+            if let Some(secret) = &postgres.password {
+                self.check_secret(&format!("job {name}: postgres.password"), secret, problems);
             }
             if !postgres.all && postgres.databases.is_empty() {
                 problems.push(self.problem(
@@ -672,8 +763,13 @@ impl Loaded {
                     format!("job {name}: drill.every {e}"),
                 ));
             }
-            if let Err(e) = cairn_core::pg::Target::parse(Some(&drill.scratch)) {
-                problems.push(self.problem(None, format!("job {name}: drill.scratch: {e}")));
+            self.check_connection(
+                &format!("job {name}: drill.scratch"),
+                Some(&drill.scratch),
+                problems,
+            );
+            if let Some(secret) = &drill.password {
+                self.check_secret(&format!("job {name}: drill.password"), secret, problems);
             }
         }
     }
@@ -727,6 +823,21 @@ impl Loaded {
             .as_ref()
             .and_then(|every| parse_duration(every.get_ref()).ok())
             .map(Schedule::Every)
+    }
+
+    /// Pairs of job name and repository name, for metrics.
+    pub fn job_repositories(&self) -> Vec<(String, String)> {
+        self.config
+            .job
+            .iter()
+            .map(|(name, job)| {
+                let repository = self
+                    .repository_of(job)
+                    .map(|(r, _)| r.to_string())
+                    .unwrap_or_default();
+                (name.clone(), repository)
+            })
+            .collect()
     }
 
     /// Folder of job state files.
@@ -792,7 +903,12 @@ secret = { env = "CAIRN_WEBHOOK_SECRET" }
     #[test]
     fn good_config_has_no_problems() {
         let config = loaded(GOOD).expect("parses");
-        let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        let problems: Vec<String> = config
+            .validate()
+            .iter()
+            .filter(|p| !p.warning)
+            .map(ToString::to_string)
+            .collect();
         assert!(problems.is_empty(), "{problems:?}");
     }
 
@@ -819,7 +935,12 @@ secret = { env = "CAIRN_WEBHOOK_SECRET" }
     fn semantic_problems_name_their_line() {
         let text = GOOD.replace("30 2 * * *", "61 2 * * *");
         let config = loaded(&text).expect("parses");
-        let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
+        let problems: Vec<String> = config
+            .validate()
+            .iter()
+            .filter(|p| !p.warning)
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("line 7: job nightly: schedule"),

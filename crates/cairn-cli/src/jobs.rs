@@ -17,7 +17,7 @@ use cairn_core::backup::{BackupOptions, BackupSummary, NoProgress, Source};
 use cairn_core::check::{NoCheckProgress, ReadData};
 use cairn_core::pg::Target;
 use cairn_core::pg::backup::{PgBackup, PgBackupOptions};
-use cairn_core::pg::drill::{DrillOptions, read_records};
+use cairn_core::pg::drill::DrillOptions;
 use cairn_core::retention::{self, GroupBy, SnapshotInfo};
 use cairn_core::storage::Storage;
 use serde::{Deserialize, Serialize};
@@ -324,13 +324,9 @@ impl Run<'_> {
         let Some((id, snapshot)) = snapshots.last().cloned() else {
             return Ok(None);
         };
-        let ids: std::collections::HashSet<String> =
-            snapshots.iter().map(|(id, _)| id.to_hex()).collect();
-        let newest_drill = read_records(&self.repository)?
-            .into_iter()
-            .filter(|(_, r)| ids.contains(&r.snapshot))
-            .map(|(_, r)| r.time)
-            .max();
+        // The job's own record of its last drill: drill records of
+        // snapshots that retention removed are gone from the repository.
+        let newest_drill = self.state.drill.as_ref().map(|d| d.time.clone());
         let due = match &newest_drill {
             None => true,
             Some(time) => cairn_core::snapshot::parse_rfc3339(time)
@@ -443,7 +439,7 @@ pub fn run_job(loaded: &Loaded, name: &str) -> Result<()> {
     }
     write_state(&state_dir, &state)?;
     if let Some(path) = &loaded.config.metrics.textfile {
-        let text = metrics::render_jobs(&state_dir, loaded.config.job.keys());
+        let text = metrics::render_jobs(&state_dir, &loaded.job_repositories());
         if let Err(e) = metrics::write_textfile(path, &text) {
             warn!(path = %path.display(), error = %e, "cannot write the metrics textfile");
         }
@@ -519,6 +515,13 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
         0.0
     };
     info!(job = run.name, snapshot = %summary.snapshot, bytes_read = summary.bytes_read, added = summary.stored_bytes, "backup stored");
+    run.record_repository(repository_name)?;
+    let after_backup = |step: &str, e: anyhow::Error| {
+        e.context(format!(
+            "the backup succeeded (snapshot {}), then the {step} failed",
+            &summary.snapshot[..8]
+        ))
+    };
 
     if run.job.retention.is_some() {
         let forgotten = run.forget();
@@ -529,7 +532,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
                 .map(Clone::clone)
                 .map_err(|e| anyhow::anyhow!("{e:#}")),
         );
-        forgotten?;
+        forgotten.map_err(|e| after_backup("retention", e))?;
         if run.job.retention.as_ref().is_some_and(|r| r.prune) {
             let pruned = run.repository.prune(Default::default());
             run.audit(
@@ -539,7 +542,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
                     .map(|_| Vec::new())
                     .map_err(|e| anyhow::anyhow!("{e}")),
             );
-            let report = pruned?;
+            let report = pruned.map_err(|e| after_backup("prune", e.into()))?;
             info!(
                 job = run.name,
                 freed = report.bytes_freed(),
@@ -557,7 +560,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
                 .map(|()| Vec::new())
                 .map_err(|e| anyhow::anyhow!("{e:#}")),
         );
-        checked?;
+        checked.map_err(|e| after_backup("check", e))?;
     }
 
     if run.job.drill.is_some() {
@@ -571,7 +574,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
                     .map_err(|e| anyhow::anyhow!("{e:#}")),
             );
         }
-        drilled?;
+        drilled.map_err(|e| after_backup("restore drill", e))?;
     }
 
     run.record_repository(repository_name)?;

@@ -40,9 +40,9 @@ const FAMILIES: &[Family<'static>] = &[
     },
     Family {
         name: "cairn_job_last_success_timestamp_seconds",
-        help: "End of the job's last successful run.",
+        help: "End of the job's last successful run; 0 when the job ran but never succeeded.",
         kind: "gauge",
-        value: |s| seconds(s.last_success.as_deref()),
+        value: |s| seconds(s.last_success.as_deref()).or(s.last_start.as_ref().map(|_| 0.0)),
     },
     Family {
         name: "cairn_job_last_run_success",
@@ -160,25 +160,26 @@ const FAMILIES: &[Family<'static>] = &[
     },
 ];
 
-/// Renders the metrics of `jobs` from their state files in `state_dir`.
-pub fn render_jobs<'a>(state_dir: &Path, jobs: impl Iterator<Item = &'a String>) -> String {
-    let states: Vec<JobState> = jobs.map(|job| read_state(state_dir, job)).collect();
+/// Renders the metrics of `jobs`, pairs of job and repository names, from
+/// their state files in `state_dir`. The job is labelled `cairn_job`,
+/// because Prometheus keeps the label `job` for the scrape job.
+pub fn render_jobs(state_dir: &Path, jobs: &[(String, String)]) -> String {
+    let states: Vec<(JobState, &str)> = jobs
+        .iter()
+        .map(|(job, repository)| (read_state(state_dir, job), repository.as_str()))
+        .collect();
     let mut out = String::new();
     for family in FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
-        for state in &states {
+        for (state, repository) in &states {
             if let Some(value) = (family.value)(state) {
-                let repository = state
-                    .repository
-                    .as_ref()
-                    .map(|r| format!(",repository=\"{}\"", escape(&r.name)))
-                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{}{{job=\"{}\"{repository}}} {value}",
+                    "{}{{cairn_job=\"{}\",repository=\"{}\"}} {value}",
                     family.name,
-                    escape(&state.job)
+                    escape(&state.job),
+                    escape(repository)
                 );
             }
         }
@@ -188,10 +189,15 @@ pub fn render_jobs<'a>(state_dir: &Path, jobs: impl Iterator<Item = &'a String>)
 
 /// Writes a textfile for node_exporter's textfile collector, through a
 /// temporary file and a rename so the collector never reads half a file.
+/// The file is readable by everyone (mode 0644), because node_exporter runs
+/// as its own user and the metrics hold no secret.
 pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let temporary = path.with_extension("prom.tmp");
     std::fs::write(&temporary, text)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("cannot make {} readable", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| {
         format!(
             "cannot rename {} to {}",

@@ -25,8 +25,11 @@ pub fn job_event(loaded: &Loaded, job: &str, event: &Event) {
                 Some(secret) => match secret.read(&format!("secret of notify {name}")) {
                     Ok(secret) => Some(Zeroizing::new(secret.to_string())),
                     Err(e) => {
-                        tracing::warn!(notify = %name, error = %e, "cannot read the webhook secret; sending unsigned");
-                        None
+                        // An unsigned event would be dropped by a receiver
+                        // that checks signatures, or trusted by one that
+                        // does not: send nothing.
+                        tracing::error!(notify = %name, error = %format!("{e:#}"), "cannot read the webhook secret; the event was not sent");
+                        continue;
                     }
                 },
                 None => None,

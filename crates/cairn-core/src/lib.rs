@@ -58,11 +58,38 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Name of the user running cairn, from `USER` or `LOGNAME`, or the uid.
+/// Name of the user running cairn: the passwd entry of the effective uid,
+/// which the environment cannot change, else `uid <n>`.
 pub fn user_name() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    let uid = effective_uid();
+    passwd_name(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[expect(unsafe_code, reason = "geteuid(2) has no safe wrapper in std")]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[expect(unsafe_code, reason = "getpwuid_r(3) has no safe wrapper in std")]
+fn passwd_name(uid: u32) -> Option<String> {
+    let mut entry = std::mem::MaybeUninit::<libc::passwd>::zeroed();
+    let mut buffer = vec![0 as libc::c_char; 4096];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to memory owned here and sized as
+    // passed; the entry is read only when getpwuid_r reports success.
+    unsafe {
+        let status = libc::getpwuid_r(
+            uid,
+            entry.as_mut_ptr(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        );
+        if status != 0 || result.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*result).pw_name);
+        Some(name.to_string_lossy().into_owned())
+    }
 }

@@ -41,6 +41,12 @@ pub fn run(global: &GlobalArgs, args: &ConfigArgs) -> Result<()> {
 fn check(global: &GlobalArgs, args: &ConfigCheckArgs) -> Result<()> {
     let path = crate::config::locate(args.config.as_deref())?;
     let loaded = crate::config::load(&path)?;
+    let warnings: Vec<String> = loaded
+        .validate()
+        .into_iter()
+        .filter(|p| p.warning)
+        .map(|p| p.to_string())
+        .collect();
     let tz = jiff::tz::TimeZone::system();
     let now = jiff::Timestamp::now();
     let jobs: Vec<serde_json::Value> = loaded
@@ -63,10 +69,22 @@ fn check(global: &GlobalArgs, args: &ConfigCheckArgs) -> Result<()> {
         return super::print_json(&serde_json::json!({
             "path": path.display().to_string(),
             "valid": true,
+            "warnings": warnings,
             "jobs": jobs,
         }));
     }
-    crate::say!("{}: valid", path.display());
+    if warnings.is_empty() {
+        crate::say!("{}: valid", path.display());
+    } else {
+        crate::say!(
+            "{}: valid, with {} warning(s):",
+            path.display(),
+            warnings.len()
+        );
+        for warning in &warnings {
+            crate::say!("  warning: {warning}");
+        }
+    }
     for job in &jobs {
         crate::say!(
             "  job {}: repository {}, {}{}",

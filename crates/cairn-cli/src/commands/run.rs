@@ -29,22 +29,49 @@ pub struct RunArgs {
 }
 
 /// Runs one job, or all of them; fails when any failed.
-pub fn run(_global: &GlobalArgs, args: &RunArgs) -> Result<()> {
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
+    if global.repo.is_some() {
+        return Err(cairn_core::Error::Invalid(
+            "--repo and CAIRN_REPOSITORY do not apply to `cairn run`: the job's repository comes from the configuration file".into(),
+        )
+        .into());
+    }
     let path = crate::config::locate(args.config.as_deref())?;
     let loaded = crate::config::load(&path)?;
     let names: Vec<String> = match &args.job {
         Some(job) => vec![job.clone()],
         None => loaded.config.job.keys().cloned().collect(),
     };
+    let report = |name: &str| -> Result<()> {
+        let state = crate::jobs::read_state(
+            &loaded.state_dir(&crate::jobs::cache_dir_of(&loaded, loaded.job(name)?)?),
+            name,
+        );
+        if global.json {
+            super::print_json(&state)
+        } else {
+            crate::say!(
+                "job {name} succeeded in {:.1} s: snapshot {}, read {} bytes, added {} bytes",
+                state.last_duration_secs,
+                state
+                    .last_snapshot
+                    .as_deref()
+                    .map(|s| &s[..8.min(s.len())])
+                    .unwrap_or("-"),
+                state.bytes_read,
+                state.bytes_added
+            );
+            Ok(())
+        }
+    };
     if names.len() == 1 {
         crate::jobs::run_job(&loaded, &names[0])?;
-        crate::say!("job {} succeeded", names[0]);
-        return Ok(());
+        return report(&names[0]);
     }
     let mut first_failure = None;
     for name in &names {
         match crate::jobs::run_job(&loaded, name) {
-            Ok(()) => crate::say!("job {name} succeeded"),
+            Ok(()) => report(name)?,
             Err(e) => {
                 eprintln!("cairn: job {name} failed: {e:#}");
                 first_failure.get_or_insert(crate::exit_code(&e));

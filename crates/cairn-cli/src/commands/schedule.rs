@@ -29,7 +29,8 @@ use crate::cron::Schedule;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \
     cairn schedule --config /etc/cairn/cairn.toml --metrics-listen 127.0.0.1:9187\n  \
-    cairn schedule --print-systemd > /etc/systemd/system/cairn-schedule.service\n\n\
+    cairn schedule --print-systemd > /etc/systemd/system/cairn-schedule.service\n  \
+    cairn schedule --print-systemd-timers\n\n\
 Logs go to stderr; --log-format json writes one JSON object per line.")]
 pub struct ScheduleArgs {
     /// Configuration file [default: CAIRN_CONFIG, then the search path of `cairn config check`].
@@ -38,10 +39,13 @@ pub struct ScheduleArgs {
     /// Serve Prometheus metrics on this address at /metrics [default: metrics.listen].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Print a systemd service that runs the scheduler, and timers for
-    /// operators who prefer systemd's, then exit.
-    #[arg(long, conflicts_with = "print_cron")]
+    /// Print a systemd service that runs the scheduler, then exit.
+    #[arg(long, conflicts_with_all = ["print_cron", "print_systemd_timers"])]
     pub print_systemd: bool,
+    /// Print a systemd service template and one timer per job, for running
+    /// jobs from systemd's timers instead of the scheduler, then exit.
+    #[arg(long, conflicts_with = "print_cron")]
+    pub print_systemd_timers: bool,
     /// Print crontab lines that run each job with `cairn run`, then exit.
     #[arg(long)]
     pub print_cron: bool,
@@ -114,7 +118,10 @@ pub fn run(global: &GlobalArgs, args: &ScheduleArgs) -> Result<()> {
     let loaded = crate::config::load(&path)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
     if args.print_systemd {
-        return print_systemd(&loaded, &path);
+        return print_systemd(&path);
+    }
+    if args.print_systemd_timers {
+        return print_systemd_timers(&loaded, &path);
     }
     if args.print_cron {
         return print_cron(&loaded, &path);
@@ -160,8 +167,12 @@ pub fn run(global: &GlobalArgs, args: &ScheduleArgs) -> Result<()> {
             .iter()
             .map(|(name, (_, cache))| (name.clone(), loaded.state_dir(cache)))
             .collect();
-        let all_jobs: Vec<String> = loaded.config.job.keys().cloned().collect();
-        serve_metrics(address, state_dirs, all_jobs, Arc::clone(&next))?;
+        serve_metrics(
+            address,
+            state_dirs,
+            loaded.job_repositories(),
+            Arc::clone(&next),
+        )?;
     }
     info!(config = %path.display(), jobs = schedules.len(), "scheduler started");
 
@@ -247,7 +258,7 @@ fn run_child(global: &GlobalArgs, config: &Path, job: &str) -> Result<bool> {
 fn serve_metrics(
     address: SocketAddr,
     state_dirs: BTreeMap<String, PathBuf>,
-    all_jobs: Vec<String>,
+    all_jobs: Vec<(String, String)>,
     next: NextRuns,
 ) -> Result<()> {
     let listener = TcpListener::bind(address)
@@ -279,17 +290,24 @@ fn serve_metrics(
     Ok(())
 }
 
-fn render(state_dirs: &BTreeMap<String, PathBuf>, all_jobs: &[String], next: &NextRuns) -> String {
+fn render(
+    state_dirs: &BTreeMap<String, PathBuf>,
+    all_jobs: &[(String, String)],
+    next: &NextRuns,
+) -> String {
     let mut out = String::new();
     // Jobs of one state folder are rendered together.
-    let mut by_dir: BTreeMap<&PathBuf, Vec<String>> = BTreeMap::new();
-    for job in all_jobs {
+    let mut by_dir: BTreeMap<&PathBuf, Vec<(String, String)>> = BTreeMap::new();
+    for (job, repository) in all_jobs {
         if let Some(dir) = state_dirs.get(job) {
-            by_dir.entry(dir).or_default().push(job.clone());
+            by_dir
+                .entry(dir)
+                .or_default()
+                .push((job.clone(), repository.clone()));
         }
     }
     for (dir, jobs) in by_dir {
-        out.push_str(&crate::metrics::render_jobs(dir, jobs.iter()));
+        out.push_str(&crate::metrics::render_jobs(dir, &jobs));
     }
     out.push_str(
         "# HELP cairn_job_next_run_timestamp_seconds When the scheduler runs the job next.\n",
@@ -298,7 +316,7 @@ fn render(state_dirs: &BTreeMap<String, PathBuf>, all_jobs: &[String], next: &Ne
     if let Ok(next) = next.lock() {
         for (job, at) in next.iter() {
             out.push_str(&format!(
-                "cairn_job_next_run_timestamp_seconds{{job=\"{}\"}} {}\n",
+                "cairn_job_next_run_timestamp_seconds{{cairn_job=\"{}\"}} {}\n",
                 job.replace('\\', "\\\\").replace('"', "\\\""),
                 at.as_second()
             ));
@@ -308,12 +326,13 @@ fn render(state_dirs: &BTreeMap<String, PathBuf>, all_jobs: &[String], next: &Ne
     out
 }
 
-fn print_systemd(loaded: &Loaded, config: &Path) -> Result<()> {
+fn print_systemd(config: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
     let exe = exe.display();
     let config = config.display();
     crate::say!(
         "# /etc/systemd/system/cairn-schedule.service: the scheduler as a service.\n\
+# Add User= (and Group=) for the account that owns the repository, cache and config.\n\
 [Unit]\n\
 Description=cairn backup scheduler\n\
 Wants=network-online.target\n\
@@ -327,14 +346,22 @@ RestartSec=30\n\
 # A running job gets SIGTERM and writes no snapshot if cut off.\n\
 TimeoutStopSec=60\n\
 NoNewPrivileges=yes\n\
-PrivateTmp=yes\n\
 \n\
 [Install]\n\
-WantedBy=multi-user.target\n"
+WantedBy=multi-user.target"
     );
+    Ok(())
+}
+
+fn print_systemd_timers(loaded: &Loaded, config: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the cairn executable")?;
+    let exe = exe.display();
+    let config = config.display();
     crate::say!(
-        "# Or, with systemd's timers instead of the scheduler:\n\
-# /etc/systemd/system/cairn-run@.service\n\
+        "# Save each unit below in its own file under /etc/systemd/system/, then\n\
+# run `systemctl daemon-reload` and `systemctl enable --now cairn-run@JOB.timer`.\n\
+\n\
+# --- cairn-run@.service\n\
 [Unit]\n\
 Description=cairn job %i\n\
 Wants=network-online.target\n\
@@ -343,8 +370,7 @@ After=network-online.target\n\
 [Service]\n\
 Type=oneshot\n\
 ExecStart={exe} run %i --config {config}\n\
-NoNewPrivileges=yes\n\
-PrivateTmp=yes\n"
+NoNewPrivileges=yes\n"
     );
     for (name, job) in &loaded.config.job {
         let timer = match loaded.schedule_of(job) {
@@ -363,7 +389,7 @@ PrivateTmp=yes\n"
                 ),
                 None => {
                     crate::say!(
-                        "# job {name}: its cron expression has no OnCalendar equivalent here; use cairn-schedule.service\n"
+                        "# job {name}: its cron expression has no OnCalendar equivalent; run it with cairn-schedule.service (--print-systemd)\n"
                     );
                     continue;
                 }
@@ -371,7 +397,7 @@ PrivateTmp=yes\n"
             None => continue,
         };
         crate::say!(
-            "# /etc/systemd/system/cairn-run@{name}.timer\n[Unit]\nDescription=cairn job {name}\n\n[Timer]\n{timer}\n\n[Install]\nWantedBy=timers.target\n"
+            "# --- cairn-run@{name}.timer\n[Unit]\nDescription=cairn job {name}\n\n[Timer]\n{timer}\n\n[Install]\nWantedBy=timers.target\n"
         );
     }
     Ok(())

@@ -68,6 +68,11 @@ impl Target {
         self
     }
 
+    /// Whether a password was written into the target or set.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
     /// The database named by the target itself, if any.
     pub fn database(&self) -> Option<&str> {
         match &self.form {

@@ -379,9 +379,6 @@ run_sequence() {
     rm -rf "$repo" "$cache" "$logs"
     mkdir -p "$cache" "$logs" "$work_dir/repos"
     tool_env "$tool" "$repo" "$cache"
-    if [[ $tool == bupstash ]]; then
-        mkdir -p "$repo"
-    fi
 
     tool_init "$tool" >"$logs/init.log" 2>&1
 

@@ -312,10 +312,11 @@ set_backup_argv() {
         cairn) backup_argv=("$cairn_bin" backup --stdin --name "$ENTRY_NAME") ;;
         restic) backup_argv=(restic backup --stdin --stdin-filename "$ENTRY_NAME") ;;
         borg) backup_argv=(borg create --stdin-name "$ENTRY_NAME" "::day$day" -) ;;
-        # NOTE: the bupstash and rustic commands follow their manuals but were
-        # not run when this script was written.
         bupstash) backup_argv=(bupstash put name="$ENTRY_NAME" day="$day" -) ;;
-        rustic) backup_argv=(rustic backup --stdin-filename "$ENTRY_NAME" -) ;;
+        # --force, because rustic 0.11.4 otherwise takes the previous day's
+        # snapshot as parent, marks the stdin file unchanged without reading
+        # stdin, and saves a snapshot with the previous day's content.
+        rustic) backup_argv=(rustic backup --force --stdin-filename "$ENTRY_NAME" -) ;;
     esac
 }
 

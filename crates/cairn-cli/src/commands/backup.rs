@@ -152,9 +152,15 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     if global.json {
         return super::print_json(&summary);
     }
+    print_summary(&summary, "")
+}
+
+/// Prints a backup summary: one line for the snapshot, then one per entry.
+/// `what` is inserted after "saved: ", such as "3 database(s), ".
+pub fn print_summary(summary: &cairn_core::backup::BackupSummary, what: &str) -> Result<()> {
     let rate = summary.bytes_read as f64 / summary.duration_secs.max(1e-9) / 1e6;
     crate::say!(
-        "snapshot {} saved: read {} in {:.1} s ({rate:.0} MB/s), {} new, {} added to the repository",
+        "snapshot {} saved: {what}read {} in {:.1} s ({rate:.0} MB/s), {} new, {} added to the repository",
         &summary.snapshot[..8],
         HumanBytes(summary.bytes_read),
         summary.duration_secs,

@@ -214,25 +214,7 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
     if global.json {
         return super::print_json(&summary);
     }
-    let rate = summary.bytes_read as f64 / summary.duration_secs.max(1e-9) / 1e6;
-    crate::say!(
-        "snapshot {} saved: {} database(s), read {} in {:.1} s ({rate:.0} MB/s), {} added to the repository",
-        &summary.snapshot[..8],
-        databases.len(),
-        HumanBytes(summary.bytes_read),
-        summary.duration_secs,
-        HumanBytes(summary.stored_bytes)
-    );
-    for entry in &summary.entries {
-        crate::say!(
-            "  {}: {} in {} chunk(s), {} new",
-            entry.name,
-            HumanBytes(entry.size),
-            entry.chunks,
-            HumanBytes(entry.new_bytes)
-        );
-    }
-    Ok(())
+    super::backup::print_summary(&summary, &format!("{} database(s), ", databases.len()))
 }
 
 /// Resolves a snapshot reference for a `cairn pg` command. `latest` is the

@@ -237,29 +237,13 @@ pub fn apply_database_properties(
     // One psql without ON_ERROR_STOP: a role missing on the target fails
     // its statement and the others still run.
     let script: String = statements.iter().map(|s| format!("{s};\n")).collect();
-    let stderr = run_tool(
+    let warnings = run_script(
         tools,
-        "psql",
-        &[
-            "-X".into(),
-            "-q".into(),
-            "-w".into(),
-            "-d".into(),
-            target.for_database(maintenance_db),
-        ],
         target,
-        Some(&mut |stdin: &mut (dyn Write + Send)| {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| Error::io("writing database properties to psql", e))
-        }),
-        false,
+        maintenance_db,
+        &script,
+        "database properties",
     )?;
-    let warnings: Vec<String> = stderr
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .map(str::to_string)
-        .collect();
     for warning in &warnings {
         warn!(database = name, error = %warning, "cannot restore a database property");
     }
@@ -320,29 +304,7 @@ pub fn apply_globals(
         filtered.push_str(line);
         filtered.push('\n');
     }
-    let stderr = run_tool(
-        tools,
-        "psql",
-        &[
-            "-X".into(),
-            "-q".into(),
-            "-w".into(),
-            "-d".into(),
-            target.for_database(maintenance_db),
-        ],
-        target,
-        Some(&mut |stdin: &mut (dyn Write + Send)| {
-            stdin
-                .write_all(filtered.as_bytes())
-                .map_err(|e| Error::io("writing globals.sql to psql", e))
-        }),
-        false,
-    )?;
-    report.errors = stderr
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .map(str::to_string)
-        .collect();
+    report.errors = run_script(tools, target, maintenance_db, &filtered, "globals.sql")?;
     for error in &report.errors {
         warn!(error = %error, "a statement of globals.sql failed");
     }
@@ -390,6 +352,40 @@ fn parse_identifier(text: &str) -> Option<String> {
         .take_while(|c| !c.is_whitespace() && *c != ';')
         .collect();
     (!word.is_empty()).then_some(word)
+}
+
+/// Runs an SQL script with psql without `ON_ERROR_STOP`, so that one
+/// failing statement does not stop the others; returns psql's ERROR lines.
+fn run_script(
+    tools: &Tools,
+    target: &Target,
+    database: &str,
+    script: &str,
+    what: &str,
+) -> Result<Vec<String>> {
+    let stderr = run_tool(
+        tools,
+        "psql",
+        &[
+            "-X".into(),
+            "-q".into(),
+            "-w".into(),
+            "-d".into(),
+            target.for_database(database),
+        ],
+        target,
+        Some(&mut |stdin: &mut (dyn Write + Send)| {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| Error::io(format!("writing {what} to psql"), e))
+        }),
+        false,
+    )?;
+    Ok(stderr
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_string)
+        .collect())
 }
 
 /// Writes a program's stdin.

@@ -19,7 +19,8 @@ pub struct AuditArgs {
     /// Only records newer than this: an RFC 3339 time, or a duration such as 7d or 12h.
     #[arg(long, value_name = "TIME|DURATION")]
     pub since: Option<String>,
-    /// Only records of this command, such as backup or "pg verify".
+    /// Only records of this command, such as backup, restore or "pg verify";
+    /// backup also matches "pg backup", and restore "pg restore".
     #[arg(long, value_name = "COMMAND")]
     pub command: Option<String>,
     /// Only records of this configured job.
@@ -61,12 +62,38 @@ fn parse_since(text: &str) -> Result<String> {
 /// Lists audit records, oldest first.
 pub fn run(global: &GlobalArgs, args: &AuditArgs) -> Result<()> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
+    const COMMANDS: [&str; 11] = [
+        "backup",
+        "restore",
+        "check",
+        "forget",
+        "prune",
+        "unlock",
+        "repair",
+        "key",
+        "pg backup",
+        "pg restore",
+        "pg verify",
+    ];
+    if let Some(command) = &args.command
+        && !COMMANDS.contains(&command.as_str())
+    {
+        return Err(cairn_core::Error::Invalid(format!(
+            "--command {command:?} is not a recorded command; use one of: {}",
+            COMMANDS.join(", ")
+        ))
+        .into());
+    }
     let repository = super::open_repository(global)?;
     let records = repository.index.audit_records()?;
     let mut selected: Vec<_> = records
         .iter()
         .filter(|(_, r)| since.as_ref().is_none_or(|since| r.time >= *since))
-        .filter(|(_, r)| args.command.as_ref().is_none_or(|c| r.command == *c))
+        .filter(|(_, r)| {
+            args.command.as_ref().is_none_or(|c| {
+                r.command == *c || r.command.strip_prefix("pg ") == Some(c.as_str())
+            })
+        })
         .filter(|(_, r)| args.job.as_ref().is_none_or(|j| r.job.as_ref() == Some(j)))
         .filter(|(_, r)| !args.failed || r.outcome != "success")
         .filter(|(_, r)| {

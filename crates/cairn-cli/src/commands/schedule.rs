@@ -403,6 +403,34 @@ NoNewPrivileges=yes\n"
     Ok(())
 }
 
+/// A cron expression for an interval that divides an hour or a day evenly
+/// (cron counts from the full hour or midnight, not from the last run).
+fn every_as_cron(interval: Duration) -> Option<String> {
+    let minutes = interval.as_secs() / 60;
+    if interval.as_secs() % 60 != 0 || minutes == 0 {
+        return None;
+    }
+    if minutes == 1 {
+        return Some("* * * * *".to_string());
+    }
+    if minutes < 60 && 60 % minutes == 0 {
+        return Some(format!("*/{minutes} * * * *"));
+    }
+    if minutes == 60 {
+        return Some("0 * * * *".to_string());
+    }
+    if minutes % 60 == 0 {
+        let hours = minutes / 60;
+        if hours < 24 && 24 % hours == 0 {
+            return Some(format!("0 */{hours} * * *"));
+        }
+        if hours == 24 {
+            return Some("0 0 * * *".to_string());
+        }
+    }
+    None
+}
+
 fn print_cron(loaded: &Loaded, config: &Path) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the cairn executable")?;
     crate::say!("# crontab lines for cairn jobs; cron runs them in the local time zone.");
@@ -414,10 +442,22 @@ fn print_cron(loaded: &Loaded, config: &Path) -> Result<()> {
                 exe.display(),
                 config.display()
             ),
-            (None, Some(every)) => crate::say!(
-                "# job {name} runs every {}, which cron cannot express; use `cairn schedule`",
-                every.get_ref()
-            ),
+            (None, Some(every)) => {
+                match crate::config::parse_duration(every.get_ref())
+                    .ok()
+                    .and_then(every_as_cron)
+                {
+                    Some(expression) => crate::say!(
+                        "{expression} {} run {name} --config {}",
+                        exe.display(),
+                        config.display()
+                    ),
+                    None => crate::say!(
+                        "# job {name} runs every {}, which cron cannot express; use `cairn schedule`",
+                        every.get_ref()
+                    ),
+                }
+            }
             (None, None) => {}
         }
     }

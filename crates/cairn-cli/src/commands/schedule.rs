@@ -407,7 +407,7 @@ NoNewPrivileges=yes\n"
 /// (cron counts from the full hour or midnight, not from the last run).
 fn every_as_cron(interval: Duration) -> Option<String> {
     let minutes = interval.as_secs() / 60;
-    if interval.as_secs() % 60 != 0 || minutes == 0 {
+    if !interval.as_secs().is_multiple_of(60) || minutes == 0 {
         return None;
     }
     if minutes == 1 {
@@ -419,7 +419,7 @@ fn every_as_cron(interval: Duration) -> Option<String> {
     if minutes == 60 {
         return Some("0 * * * *".to_string());
     }
-    if minutes % 60 == 0 {
+    if minutes.is_multiple_of(60) {
         let hours = minutes / 60;
         if hours < 24 && 24 % hours == 0 {
             return Some(format!("0 */{hours} * * *"));

@@ -675,6 +675,15 @@ argv = ["sh", "-c", "head -c 3000000 /dev/urandom; sleep {marker}; echo done"]
         repo.snapshots().is_empty(),
         "a cut-off backup left a snapshot"
     );
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(repo.cache.join("jobs/slow.json")).expect("state file"),
+    )
+    .expect("state JSON");
+    assert_eq!(state["last_outcome"], "failure", "{state}");
+    assert!(
+        string_field(&state, "last_error").contains("stopped by signal 15"),
+        "{state}"
+    );
     repo.run(&["check"])
         .expect_success("check after a cut-off backup");
 }

@@ -382,6 +382,26 @@ impl Run<'_> {
     }
 }
 
+/// The job this process runs, for [`record_interruption`]: its state
+/// folder and name.
+static RUNNING: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+
+/// Records in the running job's state that a signal stopped it, so the
+/// metrics show a failed run rather than the previous outcome. Called by
+/// the signal handler's thread just before cairn exits.
+pub fn record_interruption(signal: i32) {
+    let Some((dir, job)) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
+        return;
+    };
+    let mut state = read_state(&dir, &job);
+    state.last_outcome = Some("failure".into());
+    state.last_error = Some(format!("stopped by signal {signal} before it finished"));
+    state.last_finish = Some(cairn_core::snapshot::now_rfc3339());
+    state.runs_total += 1;
+    state.failures_total += 1;
+    let _ = write_state(&dir, &state);
+}
+
 /// Runs every step of one job and records the outcome.
 pub fn run_job(loaded: &Loaded, name: &str) -> Result<()> {
     let job = loaded.job(name)?;
@@ -408,6 +428,9 @@ pub fn run_job(loaded: &Loaded, name: &str) -> Result<()> {
     state.job = name.to_string();
     state.last_start = Some(cairn_core::snapshot::now_rfc3339());
     write_state(&state_dir, &state)?;
+    if let Ok(mut running) = RUNNING.lock() {
+        *running = Some((state_dir.clone(), name.to_string()));
+    }
     crate::notify_hooks::job_event(loaded, name, &crate::notify::Event::start(name));
     info!(job = name, "job started");
 
@@ -421,6 +444,9 @@ pub fn run_job(loaded: &Loaded, name: &str) -> Result<()> {
         &mut state,
     );
 
+    if let Ok(mut running) = RUNNING.lock() {
+        running.take();
+    }
     let duration = started.elapsed().as_secs_f64();
     state.last_finish = Some(cairn_core::snapshot::now_rfc3339());
     state.last_duration_secs = duration;

@@ -282,6 +282,7 @@ fn stop_producers_on_signals() {
             let signal = TERMINATE.load(std::sync::atomic::Ordering::SeqCst);
             if signal != 0 {
                 cairn_core::producer::stop_all_producers();
+                jobs::record_interruption(signal);
                 eprintln!(
                     "cairn: stopped by signal {signal}; an unfinished backup wrote no snapshot"
                 );

@@ -212,7 +212,7 @@ fn index_lookups_with(c: &mut Criterion, chunks: u64) {
         },
     );
     group.bench_function(
-        format!("1000 known chunks in one sorted batch, {chunks} indexed"),
+        format!("1000 known chunks in one batch call, {chunks} indexed"),
         |b| {
             let mut round = 0u64;
             b.iter_batched(

@@ -130,23 +130,19 @@ pub(crate) fn check(repository: &Repository) -> Result<Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut present = std::collections::HashSet::new();
     let mut records = Vec::new();
-    for object in repository.storage.list(AUDIT_PREFIX)? {
-        let Some(id) = object
-            .path
-            .strip_prefix(AUDIT_PREFIX)
-            .and_then(|hex| Id::from_hex(hex).ok())
-        else {
-            problems.push((object.path, "object name is not an audit record id".into()));
+    for (path, id) in repository.storage.list_ids(AUDIT_PREFIX)? {
+        let Some(id) = id else {
+            problems.push((path, "object name is not an audit record id".into()));
             continue;
         };
         present.insert(id.to_hex());
         let decoded = repository
             .storage
-            .read(&object.path)
+            .read(&path)
             .and_then(|bytes| decode(&repository.keys, &id, &bytes));
         match decoded {
             Ok(record) => records.push((id, record)),
-            Err(e) => problems.push((object.path, e.to_string())),
+            Err(e) => problems.push((path, e.to_string())),
         }
     }
     for (id, record) in &records {

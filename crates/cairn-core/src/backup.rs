@@ -472,9 +472,8 @@ fn consume_batches(
                 stream_hash.update(data);
             },
         );
-        // One sorted pass over the index per batch; `pending` holds chunks
-        // of this run that the index does not know yet, and repeats within
-        // the batch.
+        // `pending` contains the chunks of this run that the index does not
+        // know yet, which also catches repeats within the batch.
         let indexed = session.index.contains_many(&ids)?;
         let mut fresh = Vec::new();
         for (i, id) in ids.iter().enumerate() {

@@ -428,24 +428,17 @@ impl Index {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        for object in storage.list(crate::audit::AUDIT_PREFIX)? {
-            let Some(id) = object
-                .path
-                .strip_prefix(crate::audit::AUDIT_PREFIX)
-                .and_then(|n| Id::from_hex(n).ok())
-            else {
+        for (path, id) in storage.list_ids(crate::audit::AUDIT_PREFIX)? {
+            let Some(id) = id.filter(|id| !local.contains(id)) else {
                 continue;
             };
-            if local.contains(&id) {
-                continue;
-            }
             match storage
-                .read(&object.path)
+                .read(&path)
                 .and_then(|bytes| crate::audit::decode(keys, &id, &bytes))
             {
                 Ok(record) => self.insert_audit(&id, &record)?,
                 Err(e) => {
-                    warn!(object = %object.path, error = %e, "skipping unreadable audit record; run `cairn check`")
+                    warn!(object = %path, error = %e, "skipping unreadable audit record; run `cairn check`")
                 }
             }
         }
@@ -466,10 +459,12 @@ impl Index {
 
     /// Returns every audit record this index has seen, oldest first.
     pub fn audit_records(&self) -> Result<Vec<(Id, crate::audit::AuditRecord)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, record FROM audit ORDER BY time, id")
-            .map_err(self.err())?;
+        self.json_rows("SELECT id, record FROM audit ORDER BY time, id")
+    }
+
+    /// Runs a query of `(id, JSON text)` rows and decodes each row's JSON.
+    fn json_rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<(Id, T)>> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
         let rows = stmt
             .query_map([], |row| {
                 Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
@@ -479,9 +474,9 @@ impl Index {
         for row in rows {
             let (id, text) = row.map_err(self.err())?;
             let id = Id::from_slice(&id).unwrap_or_default();
-            let record = serde_json::from_str(&text)
+            let value = serde_json::from_str(&text)
                 .map_err(|e| Error::corrupt(self.path.display().to_string(), e.to_string()))?;
-            out.push((id, record));
+            out.push((id, value));
         }
         Ok(out)
     }
@@ -540,24 +535,7 @@ impl Index {
 
     /// Returns all readable snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, manifest FROM snapshots ORDER BY time, id")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, manifest) = row.map_err(self.err())?;
-            let id = Id::from_slice(&id).unwrap_or_default();
-            let snapshot: Snapshot = serde_json::from_str(&manifest)
-                .map_err(|e| Error::corrupt(self.path.display().to_string(), e.to_string()))?;
-            out.push((id, snapshot));
-        }
-        Ok(out)
+        self.json_rows("SELECT id, manifest FROM snapshots ORDER BY time, id")
     }
 
     /// Finds a readable copy of a blob, ignoring packs flagged missing.
@@ -603,17 +581,12 @@ impl Index {
     }
 
     /// Returns, in the order of `ids`, whether a usable copy of each blob
-    /// exists. The ids are looked up in sorted order, so that consecutive
-    /// lookups share the B-tree pages near their keys.
+    /// exists, with one prepared statement for the whole batch.
     pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_unstable_by_key(|&i| ids[i]);
         let mut stmt = self.conn.prepare_cached(CONTAINS_SQL).map_err(self.err())?;
-        let mut found = vec![false; ids.len()];
-        for i in order {
-            found[i] = stmt.exists([&ids[i].0[..]]).map_err(self.err())?;
-        }
-        Ok(found)
+        ids.iter()
+            .map(|id| stmt.exists([&id.0[..]]).map_err(self.err()))
+            .collect()
     }
 
     /// Returns every pack in the index.

@@ -275,6 +275,23 @@ impl Storage {
         })
     }
 
+    /// Lists the objects under `prefix` (such as `audit/`) whose names are
+    /// meant to be object ids, each with its path and the id; `None` for a
+    /// name that is not an id.
+    pub fn list_ids(&self, prefix: &str) -> Result<Vec<(String, Option<crate::id::Id>)>> {
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .map(|object| {
+                let id = object
+                    .path
+                    .strip_prefix(prefix)
+                    .and_then(|name| crate::id::Id::from_hex(name).ok());
+                (object.path, id)
+            })
+            .collect())
+    }
+
     /// Lists every object under `prefix` (a folder name ending in `/`),
     /// recursively, sorted by path.
     pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -150,28 +150,11 @@ pub fn decode_record(keys: &Keys, id: &Id, bytes: &[u8]) -> Result<DrillRecord> 
     serde_json::from_slice(&body).map_err(|e| Error::corrupt(&name, format!("invalid JSON: {e}")))
 }
 
-/// Lists the drill record objects with the id in each name; `None` for a
-/// name that is not an id.
-fn list_records(repository: &Repository) -> Result<Vec<(String, Option<Id>)>> {
-    Ok(repository
-        .storage
-        .list(DRILLS_PREFIX)?
-        .into_iter()
-        .map(|object| {
-            let id = object
-                .path
-                .strip_prefix(DRILLS_PREFIX)
-                .and_then(|hex| Id::from_hex(hex).ok());
-            (object.path, id)
-        })
-        .collect())
-}
-
 /// Reads every drill record, oldest first. Unreadable records are
 /// reported by `cairn check` and skipped here with a warning.
 pub fn read_records(repository: &Repository) -> Result<Vec<(Id, DrillRecord)>> {
     let mut records = Vec::new();
-    for (path, id) in list_records(repository)? {
+    for (path, id) in repository.storage.list_ids(DRILLS_PREFIX)? {
         let Some(id) = id else {
             continue;
         };
@@ -195,7 +178,7 @@ pub(crate) fn orphan_records(repository: &Repository) -> Result<Vec<String>> {
         .filter_map(|o| o.path.strip_prefix("snapshots/").map(str::to_string))
         .collect();
     let mut orphans = Vec::new();
-    for (path, id) in list_records(repository)? {
+    for (path, id) in repository.storage.list_ids(DRILLS_PREFIX)? {
         let Some(id) = id else {
             continue;
         };
@@ -213,7 +196,7 @@ pub(crate) fn orphan_records(repository: &Repository) -> Result<Vec<String>> {
 /// cannot be read or verified.
 pub(crate) fn check_records(repository: &Repository) -> Result<Vec<(String, String)>> {
     let mut problems = Vec::new();
-    for (path, id) in list_records(repository)? {
+    for (path, id) in repository.storage.list_ids(DRILLS_PREFIX)? {
         let Some(id) = id else {
             problems.push((path, "object name is not a drill record id".into()));
             continue;

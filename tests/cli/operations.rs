@@ -131,6 +131,25 @@ fn config_examples_and_errors() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("matches no time"), "{stderr}");
 
+    let (code, stderr) = check(
+        &nightly
+            .replace("[job.nightly]", "[job.\"night ly\"]")
+            .replace("[job.nightly.", "[job.\"night ly\"."),
+        0o600,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("job name \"night ly\" is invalid"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = check(
+        &nightly.replace("schedule = \"30 2 * * *\"", "every = \"0s\""),
+        0o600,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("every must be at least 1s"), "{stderr}");
+
     let (code, stderr) = check(nightly, 0o644);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("chmod 600"), "{stderr}");
@@ -582,6 +601,45 @@ timeout = "5s"
     assert_eq!(records[0]["outcome"], "success");
     assert_eq!(array_field(&records[0], "snapshots").len(), 1);
     assert_eq!(records[1]["outcome"], "failure");
+
+    // Listing mistakes are invalid input and change nothing.
+    let before = crate::harness::files_under(&repo.path);
+    for (args, needle) in [
+        (
+            vec!["audit", "--command", "bakcup"],
+            "not a recorded command",
+        ),
+        (
+            vec!["audit", "--since", "last week"],
+            "neither an RFC 3339 time",
+        ),
+    ] {
+        let output = repo.run(&args);
+        assert_eq!(output.code(), Some(2), "{}", output.describe());
+        assert!(output.stderr.contains(needle), "{}", output.describe());
+    }
+    assert_eq!(
+        crate::harness::files_under(&repo.path),
+        before,
+        "a rejected listing changed the repository"
+    );
+    let output = repo.run(&[
+        "run",
+        "doomed",
+        "--config",
+        config_path.to_str().expect("UTF-8 path"),
+    ]);
+    assert_eq!(output.code(), Some(2), "{}", output.describe());
+    assert!(
+        output.stderr.contains("do not apply to `cairn run`"),
+        "{}",
+        output.describe()
+    );
+    assert_eq!(
+        crate::harness::files_under(&repo.path),
+        before,
+        "a rejected run changed the repository"
+    );
 
     // check notices a removed record.
     repo.run(&["check"])

@@ -211,7 +211,8 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A webhook receiver on 127.0.0.1 that answers 200 and records requests.
+/// Starts a webhook receiver on 127.0.0.1 that replies 200 and records
+/// requests.
 fn start_receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
     let url = format!("http://{}/hook", listener.local_addr().expect("address"));
@@ -281,7 +282,7 @@ impl Scheduler {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The metrics address from the log line the scheduler writes.
+    /// Returns the metrics address from the log line the scheduler writes.
     fn metrics_address(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -323,7 +324,7 @@ fn scrape(address: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The value of the sample `name{job="JOB",...}`.
+/// Returns the value of the sample `name{cairn_job="JOB",...}`.
 fn sample(metrics: &str, name: &str, job: &str) -> Option<f64> {
     let prefix = format!("{name}{{cairn_job=\"{job}\"");
     metrics
@@ -469,7 +470,7 @@ textfile = "{work}/cairn.prom"
         );
     }
 
-    // The textfile holds the same families.
+    // The textfile contains the same families.
     let textfile = std::fs::read_to_string(repo.work_path("cairn.prom")).expect("textfile");
     assert!(
         textfile.contains(

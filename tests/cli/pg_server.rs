@@ -1,8 +1,8 @@
 //! `cairn pg backup`, `restore` and `verify` against throwaway PostgreSQL 15
-//! clusters: a multi-database server with roles, row-level security, large
-//! objects, a sequence and a LATIN1 database; the disaster-recovery runbook
-//! of docs/postgres.md run as written; drills that pass and fail; and backups
-//! that must fail without leaving a snapshot.
+//! clusters. The source is a multi-database server with roles, row-level
+//! security, large objects, a sequence and a LATIN1 database. The tests run
+//! the disaster-recovery runbook of docs/postgres.md as written, drills that
+//! pass and fail, and backups that must fail without leaving a snapshot.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -207,7 +207,7 @@ fn entry_names(summary: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The shell block that follows `<!-- runbook-test: NAME -->` in
+/// Returns the shell block that follows `<!-- runbook-test: NAME -->` in
 /// docs/postgres.md.
 fn runbook_block(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/postgres.md");
@@ -635,7 +635,7 @@ fn pg_backup_failures_leave_no_snapshot() {
     let superuser = conninfo(&source, "postgres");
 
     // A pg_dump older than the server is rejected before anything runs.
-    // Only PostgreSQL 15 is installed here, so a script stands in for an
+    // Only PostgreSQL 15 is installed here, so a script replaces an
     // old pg_dump; psql is the real one.
     let old_bin = tempfile::tempdir().expect("temporary folder");
     let fake = old_bin.path().join("pg_dump");

@@ -1,8 +1,8 @@
 //! Writes one audit record per command that reads or changes a repository.
 //!
 //! A command registers the repository it opened ([`register`]) and the
-//! snapshots it touched ([`note_snapshot`]); `main` appends the record with
-//! the outcome once the command has returned ([`finish`]). A command that
+//! snapshots it touched ([`note_snapshot`]). Once the command has returned,
+//! `main` appends the record with the outcome ([`finish`]). A command that
 //! fails before it opened a repository writes no record, because only an
 //! unlocked repository can store one.
 

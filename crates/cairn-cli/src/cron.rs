@@ -2,8 +2,9 @@
 //! interval.
 //!
 //! A cron expression has five fields, `minute hour day-of-month month
-//! day-of-week`, each `*`, a number, a range `a-b`, a list `a,b` or a step
-//! `*/n` or `a-b/n`; months and weekdays may be written as `jan` or `mon`.
+//! day-of-week`. Each is `*`, a number, a range `a-b`, a list `a,b` or a
+//! step `*/n` or `a-b/n`, and months and weekdays may be written as `jan`
+//! or `mon`.
 //! When both day fields are restricted, a day matching either one counts,
 //! as in Vixie cron. `@hourly`, `@daily`, `@weekly`, `@monthly` and
 //! `@yearly` are shorthands. A local time skipped by a change to daylight
@@ -214,10 +215,10 @@ impl Cron {
     }
 }
 
-/// Converts a cron expression to a systemd `OnCalendar=` value, when
-/// systemd's calendar syntax can express it; `None` otherwise (a range
-/// with a step, or both day fields restricted, which cron combines with OR
-/// and systemd with AND).
+/// Converts a cron expression to a systemd `OnCalendar=` value. Returns
+/// `None` where systemd's calendar syntax cannot express it: a range with a
+/// step, or both day fields restricted, because cron combines those with OR
+/// and systemd with AND.
 pub fn to_on_calendar(text: &str) -> Option<String> {
     let expanded = match text.trim() {
         "@hourly" => "0 * * * *",

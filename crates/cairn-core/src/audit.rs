@@ -9,7 +9,7 @@
 //! record it has seen, so `cairn check` also reports a deleted newest
 //! record on a machine that saw it.
 // NOTE: an attacker who can delete objects can still remove the newest
-// records unnoticed on a machine that never saw them; only a copy outside
+// records unnoticed on a machine that never saw them. Only a copy outside
 // the repository (logs, metrics) proves those.
 
 use serde::{Deserialize, Serialize};

@@ -67,7 +67,8 @@ pub fn user_name() -> String {
 
 #[expect(unsafe_code, reason = "geteuid(2) has no safe wrapper in std")]
 fn effective_uid() -> u32 {
-    // SAFETY: geteuid takes no arguments and cannot fail.
+    // SAFETY: geteuid takes no arguments, and geteuid(2) documents that it
+    // always succeeds.
     unsafe { libc::geteuid() }
 }
 

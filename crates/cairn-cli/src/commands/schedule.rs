@@ -403,8 +403,8 @@ NoNewPrivileges=yes\n"
     Ok(())
 }
 
-/// A cron expression for an interval that divides an hour or a day evenly
-/// (cron counts from the full hour or midnight, not from the last run).
+/// Returns a cron expression for an interval that divides an hour or a day
+/// evenly. Cron counts from the full hour or midnight, not from the last run.
 fn every_as_cron(interval: Duration) -> Option<String> {
     let minutes = interval.as_secs() / 60;
     if !interval.as_secs().is_multiple_of(60) || minutes == 0 {

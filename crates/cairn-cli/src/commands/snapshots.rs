@@ -40,7 +40,7 @@ struct SnapshotRow<'a> {
     drill: Option<&'a DrillRecord>,
 }
 
-/// The newest drill record of each snapshot.
+/// Collects the newest drill record of each snapshot.
 fn latest_drills(repository: &cairn_core::Repository) -> Result<HashMap<String, DrillRecord>> {
     let mut latest = HashMap::new();
     // Records come oldest first, so later ones replace earlier ones.

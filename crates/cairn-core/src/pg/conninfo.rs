@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// Where to connect, with any password held apart.
+/// A connection target, with any password kept apart from it.
 #[derive(Clone)]
 pub struct Target {
     form: Form,
@@ -21,7 +21,7 @@ enum Form {
     /// libpq defaults only.
     Empty,
     /// `postgresql://authority` and the query string, without password and
-    /// database; `database` holds the path's database.
+    /// database; `database` is the path's database.
     Url {
         prefix: String,
         query: Vec<(String, String)>,
@@ -68,12 +68,12 @@ impl Target {
         self
     }
 
-    /// Whether a password was written into the target or set.
+    /// Returns whether a password was written into the target or set.
     pub fn has_password(&self) -> bool {
         self.password.is_some()
     }
 
-    /// The database named by the target itself, if any.
+    /// Returns the database named by the target itself, if any.
     pub fn database(&self) -> Option<&str> {
         match &self.form {
             Form::Empty => None,
@@ -106,7 +106,7 @@ impl Target {
         }
     }
 
-    /// The target as shown to users: without password.
+    /// Returns the target as shown to users, without password.
     pub fn display(&self) -> String {
         match &self.form {
             Form::Empty => "(libpq defaults: PGHOST, PGPORT, PGUSER, service files)".into(),
@@ -124,9 +124,9 @@ impl Target {
     }
 }
 
-/// The text with anything that may be a password replaced by `****`: the
-/// part between `:` and `@` of a URL's user information, and the value
-/// after `password=`.
+/// Returns `text` with anything that may be a password replaced by `****`.
+/// That is the part between `:` and `@` of a URL's user information, and
+/// the value after `password=`.
 fn redact_guess(text: &str) -> String {
     let mut out = text.to_string();
     if let Some(scheme_end) = out.find("://")

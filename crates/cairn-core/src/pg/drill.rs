@@ -1,10 +1,10 @@
 //! `cairn pg verify`: restore drills.
 //!
 //! A drill restores every database of a snapshot into new scratch databases
-//! on a scratch server, records the same evidence there as the backup did,
-//! compares, runs `pg_amcheck`, drops the scratch databases and stores the
-//! outcome in the repository as a drill record (`drills/<hash>`), which
-//! `cairn snapshots` shows next to the snapshot.
+//! on a scratch server and records the same evidence there as the backup
+//! did. It compares the two, runs `pg_amcheck` and drops the scratch
+//! databases. The outcome is stored in the repository as a drill record
+//! (`drills/<hash>`), which `cairn snapshots` shows next to the snapshot.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -280,7 +280,7 @@ pub fn drill(
             .collect();
         if !shared.is_empty() {
             return Err(Error::Invalid(format!(
-                "the scratch server is the server the snapshot was taken from (system identifier {}) and still holds its database(s) {}; a drill never runs beside production data. Give --scratch a separate server",
+                "the scratch server is the server the snapshot was taken from (system identifier {}) and still contains its database(s) {}; a drill never runs beside production data. Give --scratch a separate server",
                 meta.system_identifier,
                 shared.join(", ")
             )));

@@ -131,7 +131,8 @@ pub fn roles(session: &mut Session) -> Result<Vec<String>> {
     session.json(ROLES_SQL)
 }
 
-/// Whether a role exists, for filtering a globals script.
+/// Returns SQL that counts the roles named `role`, for filtering a globals
+/// script.
 pub fn role_exists_sql(role: &str) -> String {
     format!(
         "SELECT count(*) FROM pg_roles WHERE rolname = {}",

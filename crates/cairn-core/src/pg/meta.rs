@@ -1,4 +1,4 @@
-//! What `cairn pg backup` records with a snapshot: the server, each
+//! Metadata that `cairn pg backup` records with a snapshot: the server, each
 //! database, and the evidence a restore drill compares against.
 
 use serde::{Deserialize, Serialize};
@@ -112,8 +112,8 @@ pub struct DatabaseSettings {
 pub struct Evidence {
     /// Whether table checksums were computed.
     pub checksums: bool,
-    /// How they were computed; checksums made by different methods are not
-    /// compared.
+    /// Method that computed them. Checksums made by different methods are
+    /// not compared.
     #[serde(default)]
     pub checksum_method: String,
     /// Ordinary tables (and partitions) outside system schemas.

@@ -2,7 +2,7 @@
 //! server (`cairn pg restore`) and restore drills (`cairn pg verify`).
 //!
 //! cairn drives the server's own tools: `pg_dump` and `pg_dumpall` produce
-//! the streams, `pg_restore` loads them, and `psql` holds the session that
+//! the streams, `pg_restore` loads them, and `psql` runs the session that
 //! exports the snapshot every dump reads from and records the evidence a
 //! drill later compares against. Going through libpq's tools keeps every
 //! connection option (URLs, `PG*` variables, service and password files)

@@ -80,8 +80,8 @@ pub struct PgRestoreReport {
     pub duration_secs: f64,
 }
 
-/// Returns the PostgreSQL metadata of a snapshot, or an error that says how
-/// to restore a snapshot without it.
+/// Returns the PostgreSQL metadata of a snapshot, or an error that names
+/// the command that restores a snapshot without it.
 pub fn pg_meta<'a>(id: &Id, snapshot: &'a Snapshot) -> Result<&'a PgSnapshot> {
     snapshot.postgres.as_ref().ok_or_else(|| {
         Error::Invalid(format!(
@@ -459,7 +459,7 @@ pub fn run_tool(
     let _ = reader.join();
     let text = stderr.lock().map(|s| s.clone()).unwrap_or_default();
     // A feed that failed on its own side (a damaged chunk, a missing pack)
-    // is the cause; the program then only saw its input end early.
+    // is the cause, because the program only saw its input end early.
     if let Err(e) = &fed
         && !is_broken_pipe(e)
     {
@@ -804,7 +804,7 @@ pub fn restore(
     if let Err(e) = loaded {
         if created {
             // The restore ran in one transaction (or failed before loading),
-            // so the new database holds nothing worth keeping.
+            // so the new database contains nothing worth keeping.
             let dropped =
                 Session::connect(&tools, &options.target, &connect_db).and_then(|mut session| {
                     drop_database(&mut session, &database)?;

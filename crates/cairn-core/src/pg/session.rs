@@ -90,7 +90,7 @@ impl Session {
         Ok(session)
     }
 
-    /// The process group of psql, to stop it from another thread.
+    /// Returns the process group of psql, to stop it from another thread.
     pub fn process_group(&self) -> i32 {
         self.child.id() as i32
     }
@@ -172,8 +172,8 @@ impl Session {
         }
     }
 
-    /// The error after psql stopped answering: its stderr, which holds the
-    /// server's message.
+    /// Builds the error after psql stopped replying from its stderr, which
+    /// contains the server's message.
     fn failure(&mut self) -> Error {
         self.stdin.take();
         let _ = self.child.wait();

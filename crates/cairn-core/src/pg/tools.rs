@@ -2,10 +2,10 @@
 //!
 //! A dump must come from a `pg_dump` at least as new as the server, and a
 //! restore needs a `pg_restore` at least as new as the `pg_dump` that wrote
-//! the archive. Candidates come from `--pg-bin`, else from `PATH` and
-//! `/usr/lib/postgresql/*/bin` (Debian and Ubuntu's layout); the oldest
-//! major that is new enough wins, since it is the one the server's own
-//! packages ship.
+//! the archive. Candidates come from `--pg-bin`, else from
+//! `/usr/lib/postgresql/*/bin` (Debian and Ubuntu's layout) and then `PATH`.
+//! The oldest major that is new enough wins, because it is usually the one
+//! the server's own packages ship.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

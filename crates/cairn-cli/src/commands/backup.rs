@@ -63,6 +63,7 @@ fn build_sources(args: &BackupArgs) -> Result<(Vec<Source>, Option<Vec<String>>)
                 "--stdin is a terminal; pipe a stream into cairn, or let cairn run the producer: `cairn backup --name app.dump -- pg_dump -Fc -Z0 app`"
             );
         }
+        cairn_core::producer::enlarge_pipe(&std::io::stdin());
         let source = Source {
             name,
             reader: Box::new(std::io::stdin()),

@@ -32,7 +32,8 @@ pub struct InitArgs {
     /// Target pack size, in bytes [default: 16777216].
     #[arg(long, value_name = "BYTES")]
     pub pack_size: Option<u32>,
-    /// zstd compression level for chunks, 1 to 19 [default: 3].
+    /// zstd compression level for chunks, 1 to 19 [default: 1]. Higher levels
+    /// store less and back up more slowly.
     #[arg(long, value_name = "N")]
     pub compression_level: Option<i32>,
 }

@@ -235,7 +235,7 @@ fn file_arguments_become_entries() {
     );
     let hashes: Vec<String> = listed_entries
         .iter()
-        .map(|e| string_field(e, "hash"))
+        .map(|e| string_field(e, "sequence_hash"))
         .collect();
     assert_ne!(
         hashes[0], hashes[1],

@@ -118,7 +118,7 @@ fn huge_length_fields_allocate_little() {
 
     // A manifest whose lists claim absurd counts and sizes.
     let manifest = br#"{"format_version":1,"time":"t","finished":"t","host":"h","user":"u","cairn_version":"0",
-        "entries":[{"name":"a","size":18446744073709551615,"hash":"00","chunks":18446744073709551615,
+        "entries":[{"name":"a","size":18446744073709551615,"hash":"0000000000000000000000000000000000000000000000000000000000000000","chunks":18446744073709551615,
         "lists":[{"id":"00","chunks":4294967295,"size":18446744073709551615},{"id":"00","chunks":4294967295,"size":5}]}]}"#;
     let largest = largest_allocation(|| {
         let _ = Snapshot::from_json(manifest, "snapshot");

@@ -322,3 +322,67 @@ fn forget_unknown_id_deletes_nothing() {
     assert_eq!(object_count(&fixture, "snapshots/"), 1);
     assert_eq!(repo.index.snapshots().expect("snapshots").len(), 1);
 }
+
+/// Restores `entry` and returns the error text, or `None` when it restored.
+fn restore_error(repo: &Repository, entry: &cairn_core::snapshot::Entry) -> Option<String> {
+    let mut out = Vec::new();
+    repo.restore_entry(entry, &mut out, &NoRestoreProgress)
+        .err()
+        .map(|e| e.to_string())
+}
+
+#[test]
+fn entry_hash_catches_misassembled_streams_and_reads_format_1() {
+    use cairn_core::snapshot::{self, Snapshot};
+
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    // About 4,000 chunks of 1 KiB on average: several chunk lists.
+    let data = pseudo_random(4 << 20, 7);
+    let summary = backup(&mut repo, "db.dump", &data);
+    let (_, current) = repo.find_snapshot(&summary.snapshot).expect("find");
+    assert_eq!(current.format_version, snapshot::SNAPSHOT_VERSION);
+    let entry = &current.entries[0];
+    assert!(entry.hash.is_none(), "format 2 wrote a whole-stream hash");
+    assert!(entry.lists.len() >= 2, "expected several chunk lists");
+
+    // The same chunk lists in another order add up to the same size and
+    // chunk count; only the sequence hash tells the stream apart.
+    let mut swapped = entry.clone();
+    swapped.lists.swap(0, 1);
+    let error = restore_error(&repo, &swapped).expect("reordered lists restored");
+    assert!(error.contains("chunk sequence"), "{error}");
+    let mut wrong = entry.clone();
+    wrong.sequence_hash = Some("0".repeat(64));
+    let error = restore_error(&repo, &wrong).expect("wrong sequence hash accepted");
+    assert!(error.contains("chunk sequence"), "{error}");
+
+    // A format 1 manifest, as cairn wrote before the sequence hash: its
+    // entry carries a keyed hash of the whole stream.
+    let mut old = current.clone();
+    old.format_version = 1;
+    let mut stream = repo.keys.stream_hasher();
+    stream.update(&data);
+    old.entries[0].hash = Some(stream.finalize().to_hex().to_string());
+    old.entries[0].sequence_hash = None;
+    let (old_id, bytes) = old.encode(&repo.keys).expect("encode");
+    repo.storage
+        .write(&snapshot::snapshot_path(&old_id), bytes.clone())
+        .expect("write format 1 manifest");
+    drop(repo);
+    let repo = open(&fixture);
+    assert!(
+        restore(&repo, &old_id.to_hex(), "db.dump") == data,
+        "format 1 snapshot restored different bytes"
+    );
+    let mut tampered = old.entries[0].clone();
+    tampered.hash = Some("0".repeat(64));
+    let error = restore_error(&repo, &tampered).expect("wrong stream hash accepted");
+    assert!(error.contains("stream hash"), "{error}");
+
+    // A format 1 entry without its hash is damaged, not silently unchecked.
+    old.entries[0].hash = None;
+    let (id, bytes) = old.encode(&repo.keys).expect("encode");
+    let error = Snapshot::decode(&repo.keys, &id, &bytes).expect_err("format 1 without hash");
+    assert!(error.to_string().contains("no valid hash"), "{error}");
+}

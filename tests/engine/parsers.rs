@@ -65,7 +65,8 @@ fn samples() -> Samples {
         entries: vec![Entry {
             name: "app.dump".into(),
             size: 30,
-            hash: "00".into(),
+            hash: None,
+            sequence_hash: Some(Id([7; 32]).to_hex()),
             chunks: 2,
             lists: vec![ListRef {
                 id: keys.chunk_id(&list).to_hex(),

@@ -5,8 +5,8 @@
 //! 1. a reader thread reads the stream and cuts it into batches of whole
 //!    chunks (bounded channel of two batches);
 //! 2. the calling thread hashes the chunks of a batch in parallel (rayon),
-//!    together with the whole-stream hash, looks each id up, and seals only
-//!    new chunks in parallel;
+//!    looks each id up, and seals only new chunks in parallel; the batch
+//!    buffer then goes back to the reader;
 //! 3. sealed blobs go into a pack; a full pack goes to the upload thread,
 //!    which writes at most [`UPLOAD_CONCURRENCY`] packs at a time.
 //!
@@ -22,7 +22,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use tracing::{debug, info, warn};
 
-use crate::chunker::{Batch, Chunker, StreamChunker};
+use crate::chunker::{Batch, BufferPool, Chunker, StreamChunker};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -32,7 +32,7 @@ use crate::lock::Lock;
 use crate::pack::{self, BlobKind, PackBuilder, SealedPack};
 use crate::producer::Producer;
 use crate::repo::Repository;
-use crate::snapshot::{self, ChunkRef, Entry, ListRef, SNAPSHOT_VERSION, Snapshot};
+use crate::snapshot::{self, ChunkRef, Entry, ListRef, SNAPSHOT_VERSION, SequenceHasher, Snapshot};
 use crate::storage::Storage;
 
 /// Bytes of stream per batch handed from the reader to the hashing stage.
@@ -386,10 +386,11 @@ impl Session<'_> {
 fn spawn_reader(
     reader: Box<dyn Read + Send>,
     chunker: Chunker,
+    pool: BufferPool,
 ) -> (std::sync::mpsc::Receiver<io::Result<Batch>>, JoinHandle<()>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel(2);
     let thread = std::thread::spawn(move || {
-        let mut stream = StreamChunker::new(reader, chunker, BATCH_BYTES);
+        let mut stream = StreamChunker::new(reader, chunker, BATCH_BYTES).with_pool(pool);
         loop {
             let next = stream.next_batch();
             let stop = !matches!(next, Ok(Some(_)));
@@ -417,8 +418,9 @@ fn backup_entry(
         reader,
         mut producer,
     } = source;
-    let (batches, reader_thread) = spawn_reader(reader, chunker.clone());
-    let result = consume_batches(session, &name, batches);
+    let pool = BufferPool::default();
+    let (batches, reader_thread) = spawn_reader(reader, chunker.clone(), pool.clone());
+    let result = consume_batches(session, &name, batches, &pool);
     let (entry, summary) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -444,9 +446,10 @@ fn consume_batches(
     session: &mut Session<'_>,
     name: &str,
     batches: std::sync::mpsc::Receiver<io::Result<Batch>>,
+    pool: &BufferPool,
 ) -> Result<(Entry, EntrySummary)> {
     let keys = session.keys;
-    let mut stream_hash = keys.stream_hasher();
+    let mut sequence = SequenceHasher::new(keys);
     let mut summary = EntrySummary {
         name: name.to_string(),
         size: 0,
@@ -460,18 +463,12 @@ fn consume_batches(
         let batch = batch
             .map_err(|e| Error::io(format!("reading the stream for entry {name} failed"), e))?;
         let data = &batch.data;
-        let (ids, ()) = rayon::join(
-            || {
-                batch
-                    .chunks
-                    .par_iter()
-                    .map(|range| keys.chunk_id(&data[range.clone()]))
-                    .collect::<Vec<Id>>()
-            },
-            || {
-                stream_hash.update(data);
-            },
-        );
+        check_coverage(&batch)?;
+        let ids: Vec<Id> = batch
+            .chunks
+            .par_iter()
+            .map(|range| keys.chunk_id(&data[range.clone()]))
+            .collect();
         // `pending` contains the chunks of this run that the index does not
         // know yet, which also catches repeats within the batch.
         let indexed = session.index.contains_many(&ids)?;
@@ -506,6 +503,7 @@ fn consume_batches(
             summary.new_bytes += u64::from(len);
         }
         for (range, id) in batch.chunks.iter().zip(&ids) {
+            sequence.push(id, range.len() as u32);
             current.push(ChunkRef {
                 id: *id,
                 length: range.len() as u32,
@@ -518,6 +516,7 @@ fn consume_batches(
         summary.chunks += ids.len() as u64;
         summary.size += data.len() as u64;
         session.progress.read(data.len() as u64);
+        pool.put(batch.data);
     }
     if !current.is_empty() {
         lists.push(session.store_list(&current)?);
@@ -525,11 +524,31 @@ fn consume_batches(
     let entry = Entry {
         name: name.to_string(),
         size: summary.size,
-        hash: stream_hash.finalize().to_hex().to_string(),
+        hash: None,
+        sequence_hash: Some(sequence.finish()),
         chunks: summary.chunks,
         lists,
     };
     Ok((entry, summary))
+}
+
+/// Checks that the chunks of a batch cover its bytes in order, without gaps
+/// or overlaps. The sequence hash proves a restore wrote the recorded chunks
+/// in order; this proves those chunks are the whole stream.
+fn check_coverage(batch: &Batch) -> Result<()> {
+    let mut end = 0;
+    let contiguous = batch.chunks.iter().all(|range| {
+        let next = range.start == end && range.end > range.start;
+        end = range.end;
+        next
+    });
+    if !contiguous || end != batch.data.len() {
+        return Err(Error::Invalid(format!(
+            "internal error: the chunker's cut points do not cover a batch of {} bytes (covered {end}); please report this bug",
+            batch.data.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Repository {
@@ -701,4 +720,36 @@ pub fn validate_entry_name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(len: usize, chunks: &[(usize, usize)]) -> Batch {
+        Batch {
+            data: vec![0; len],
+            chunks: chunks.iter().map(|&(a, b)| a..b).collect(),
+        }
+    }
+
+    #[test]
+    fn coverage_accepts_only_contiguous_cuts_over_the_whole_batch() {
+        assert!(check_coverage(&batch(0, &[])).is_ok());
+        assert!(check_coverage(&batch(10, &[(0, 4), (4, 10)])).is_ok());
+        for (name, bad) in [
+            ("gap", batch(10, &[(0, 4), (5, 10)])),
+            ("overlap", batch(10, &[(0, 4), (3, 10)])),
+            ("short", batch(10, &[(0, 4), (4, 9)])),
+            ("empty chunk", batch(10, &[(0, 4), (4, 4), (4, 10)])),
+            ("late start", batch(10, &[(1, 10)])),
+            ("repeat after the end", batch(10, &[(0, 10), (5, 10)])),
+        ] {
+            let error = check_coverage(&bad).expect_err(name);
+            assert!(
+                error.to_string().contains("do not cover"),
+                "{name}: {error}"
+            );
+        }
+    }
 }

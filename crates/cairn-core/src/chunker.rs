@@ -8,6 +8,7 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use fastcdc::v2020::{self, Normalization};
 use serde::{Deserialize, Serialize};
@@ -180,6 +181,36 @@ pub struct Batch {
     pub chunks: Vec<Range<usize>>,
 }
 
+/// Batch buffers handed back by the consumer for the reader to fill again.
+///
+/// Reusing them keeps the reader from faulting in fresh zeroed pages for
+/// every batch, which cost about a tenth of a backup's CPU time.
+#[derive(Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers a pool keeps; more are dropped.
+const POOL_BUFFERS: usize = 4;
+
+impl BufferPool {
+    /// Returns a buffer for reuse.
+    pub fn put(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        if let Ok(mut buffers) = self.0.lock()
+            && buffers.len() < POOL_BUFFERS
+        {
+            buffers.push(buffer);
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut buffers| buffers.pop())
+            .unwrap_or_default()
+    }
+}
+
 /// Reads a stream and cuts it into batches of whole chunks.
 ///
 /// Memory is bounded by the batch target plus one maximum chunk, whatever the
@@ -190,6 +221,7 @@ pub struct StreamChunker<R> {
     carry: Vec<u8>,
     batch_target: usize,
     eof: bool,
+    pool: BufferPool,
 }
 
 impl<R: Read> StreamChunker<R> {
@@ -201,14 +233,23 @@ impl<R: Read> StreamChunker<R> {
             carry: Vec::new(),
             batch_target: batch_target.max(1),
             eof: false,
+            pool: BufferPool::default(),
         }
+    }
+
+    /// Takes batch buffers from `pool`, where the consumer returns them.
+    pub fn with_pool(mut self, pool: BufferPool) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// Returns the next batch, or `None` at the end of the stream.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch>> {
         let max = self.chunker.max_size();
         let want = self.batch_target + max;
-        let mut data = std::mem::take(&mut self.carry);
+        let mut data = self.pool.take();
+        data.extend_from_slice(&self.carry);
+        self.carry.clear();
         data.reserve_exact(want.saturating_sub(data.len()));
         if !self.eof && data.len() < want {
             // `read_to_end` on a `Take` reads into the spare capacity without
@@ -235,7 +276,7 @@ impl<R: Read> StreamChunker<R> {
                 break;
             }
         }
-        self.carry = data[start..].to_vec();
+        self.carry.extend_from_slice(&data[start..]);
         data.truncate(start);
         Ok(Some(Batch { data, chunks }))
     }

@@ -113,6 +113,7 @@ pub struct Keys {
     master: SecretKey,
     chunk_id: SecretKey,
     stream_hash: SecretKey,
+    sequence_hash: SecretKey,
     data: SecretKey,
     metadata: SecretKey,
     gear: Box<[u64; 256]>,
@@ -143,6 +144,7 @@ impl Keys {
         Keys {
             chunk_id: derive("cairn 2026-12-04 chunk id", &master),
             stream_hash: derive("cairn 2026-12-04 stream hash", &master),
+            sequence_hash: derive("cairn 2026-12-05 chunk sequence hash", &master),
             data: derive("cairn 2026-12-04 data key 0", &master),
             metadata: derive("cairn 2026-12-04 metadata key", &master),
             gear,
@@ -160,9 +162,17 @@ impl Keys {
         Id(*blake3::keyed_hash(self.chunk_id.expose(), plaintext).as_bytes())
     }
 
-    /// Starts a keyed hash over a whole stream.
+    /// Starts a keyed hash over a whole stream: the entry hash of format 1
+    /// snapshots, still checked when they are restored.
     pub fn stream_hasher(&self) -> blake3::Hasher {
         blake3::Hasher::new_keyed(self.stream_hash.expose())
+    }
+
+    /// Starts a keyed hash over the chunk records of a stream in order, the
+    /// entry hash of format 2 snapshots; feed it with
+    /// [`crate::snapshot::SequenceHasher`].
+    pub fn sequence_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(self.sequence_hash.expose())
     }
 
     /// Returns the keyed gear table of the chunker.

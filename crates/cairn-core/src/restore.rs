@@ -3,8 +3,10 @@
 //! Chunks are resolved to pack locations, reads of neighbouring blobs in one
 //! pack are merged, and windows of chunks are fetched and verified on a
 //! second thread while the caller's thread writes the previous window. Every
-//! chunk is checked against its id, and the whole stream against the keyed
-//! hash in the manifest, before the restore reports success.
+//! chunk is checked against its id, and the ids and lengths of the chunks
+//! written, in order, against the manifest's sequence hash before the restore
+//! reports success. Format 1 snapshots carry a hash of the whole stream
+//! instead, which is computed over the bytes written.
 
 use std::io::Write;
 use std::ops::Range;
@@ -18,7 +20,7 @@ use crate::id::Id;
 use crate::index::Location;
 use crate::pack;
 use crate::repo::Repository;
-use crate::snapshot::{Entry, Snapshot};
+use crate::snapshot::{Entry, SequenceHasher, Snapshot};
 use crate::storage::Storage;
 
 /// Plaintext bytes fetched per window.
@@ -36,6 +38,9 @@ pub trait RestoreProgress: Send + Sync {
 
 /// Progress sink that ignores everything.
 pub struct NoRestoreProgress;
+
+/// Chunks fetched for one window: their locations and verified plaintexts.
+type FetchedWindow = (Vec<Location>, Vec<Vec<u8>>);
 impl RestoreProgress for NoRestoreProgress {}
 
 struct ReadPlan {
@@ -68,21 +73,27 @@ fn plan_reads(window: &[Location]) -> Vec<ReadPlan> {
     plans
 }
 
-fn fetch_window(storage: &Storage, keys: &Keys, window: &[Location]) -> Result<Vec<Vec<u8>>> {
-    let plans = plan_reads(window);
-    let runtime = storage.runtime().clone();
-    let reads: Vec<Vec<u8>> = runtime.block_on(async {
-        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..plans.len()).map(|_| None).collect();
+/// Starts the reads of one window on the storage runtime and returns at
+/// once, so the reads of the next window overlap the decoding of this one.
+fn start_reads(
+    storage: &Storage,
+    plans: &[ReadPlan],
+) -> tokio::task::JoinHandle<Result<Vec<Vec<u8>>>> {
+    let reads: Vec<(String, Range<u64>)> = plans
+        .iter()
+        .map(|plan| (pack::pack_path(&plan.pack), plan.range.clone()))
+        .collect();
+    let storage = storage.clone();
+    storage.runtime().clone().spawn(async move {
+        let mut results: Vec<Option<Result<Vec<u8>>>> = (0..reads.len()).map(|_| None).collect();
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, plan) in plans.iter().enumerate() {
+        for (i, (path, range)) in reads.into_iter().enumerate() {
             while tasks.len() >= READ_CONCURRENCY {
                 if let Some(Ok((j, result))) = tasks.join_next().await {
                     results[j] = Some(result);
                 }
             }
             let storage = storage.clone();
-            let path = pack::pack_path(&plan.pack);
-            let range = plan.range.clone();
             tasks.spawn(async move { (i, storage.read_range_async(&path, range).await) });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -93,28 +104,35 @@ fn fetch_window(storage: &Storage, keys: &Keys, window: &[Location]) -> Result<V
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Invalid("a pack read task failed".into()))))
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let mut pieces: Vec<(usize, &[u8], &Location)> = Vec::with_capacity(window.len());
-    for (plan, bytes) in plans.iter().zip(&reads) {
+            .collect()
+    })
+}
+
+/// Opens and verifies every blob of a window from the bytes `start_reads`
+/// returned; the plaintexts come back in window order.
+fn decode_window(
+    keys: &Keys,
+    window: &[Location],
+    plans: &[ReadPlan],
+    reads: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>> {
+    let paths: Vec<String> = plans
+        .iter()
+        .map(|plan| pack::pack_path(&plan.pack))
+        .collect();
+    let mut pieces: Vec<(usize, &[u8], &str)> = Vec::with_capacity(window.len());
+    for ((plan, bytes), path) in plans.iter().zip(reads).zip(&paths) {
         for &member in &plan.members {
             let location = &window[member];
             let start = (location.entry.offset - plan.range.start) as usize;
             let end = start + location.entry.length as usize;
-            pieces.push((member, &bytes[start..end], location));
+            pieces.push((member, &bytes[start..end], path));
         }
     }
     pieces.sort_by_key(|(member, _, _)| *member);
     pieces
         .par_iter()
-        .map(|(_, sealed, location)| {
-            pack::open_blob(
-                keys,
-                &location.entry,
-                sealed,
-                &pack::pack_path(&location.pack),
-            )
-        })
+        .map(|&(member, sealed, path)| pack::open_blob(keys, &window[member].entry, sealed, path))
         .collect()
 }
 
@@ -152,7 +170,7 @@ impl Repository {
     }
 
     /// Writes the entry's stream to `out`, verifying every chunk and the
-    /// whole-stream hash. Bytes already written stay written on failure; the
+    /// entry's hash. Bytes already written stay written on failure; the
     /// caller decides what to do with a partial target.
     pub fn restore_entry(
         &self,
@@ -162,7 +180,7 @@ impl Repository {
     ) -> Result<()> {
         tracing::info!(entry = %entry.name, size = entry.size, "restore started");
         let (plan_sender, plan_receiver) = sync_channel::<Vec<Location>>(1);
-        let (data_sender, data_receiver) = sync_channel::<Result<Vec<Vec<u8>>>>(1);
+        let (data_sender, data_receiver) = sync_channel::<Result<FetchedWindow>>(1);
         let storage = self.storage.clone();
         let keys = &self.keys;
         std::thread::scope(|scope| -> Result<()> {
@@ -175,7 +193,7 @@ impl Repository {
                 .map_err(|_| Error::Invalid("restore writer thread panicked".into()))?;
             planned?;
             written?;
-            tracing::info!(entry = %entry.name, size = entry.size, "restore finished; stream hash verified");
+            tracing::info!(entry = %entry.name, size = entry.size, "restore finished; every chunk and the entry hash verified");
             Ok(())
         })
     }
@@ -219,13 +237,30 @@ impl Repository {
 fn fetch_loop(
     storage: &Storage,
     keys: &Keys,
-    plans: Receiver<Vec<Location>>,
-    results: std::sync::mpsc::SyncSender<Result<Vec<Vec<u8>>>>,
+    windows: Receiver<Vec<Location>>,
+    results: std::sync::mpsc::SyncSender<Result<FetchedWindow>>,
 ) {
-    for window in plans {
-        let fetched = fetch_window(storage, keys, &window);
+    let runtime = storage.runtime().clone();
+    let start = |window: Vec<Location>| {
+        let plans = plan_reads(&window);
+        let reads = start_reads(storage, &plans);
+        (window, plans, reads)
+    };
+    let mut windows = windows.into_iter();
+    let mut next = windows.next().map(start);
+    while let Some((window, plans, reads)) = next.take() {
+        let reads = runtime
+            .block_on(reads)
+            .unwrap_or_else(|e| Err(Error::Invalid(format!("a pack read task failed: {e}"))));
+        next = windows.next().map(start);
+        let fetched = reads
+            .and_then(|reads| decode_window(keys, &window, &plans, &reads))
+            .map(|chunks| (window, chunks));
         let failed = fetched.is_err();
         if results.send(fetched).is_err() || failed {
+            if let Some((_, _, reads)) = next {
+                reads.abort();
+            }
             return;
         }
     }
@@ -234,15 +269,16 @@ fn fetch_loop(
 fn write_loop(
     entry: &Entry,
     out: &mut (dyn Write + Send),
-    windows: Receiver<Result<Vec<Vec<u8>>>>,
+    windows: Receiver<Result<FetchedWindow>>,
     keys: &Keys,
     progress: &dyn RestoreProgress,
 ) -> Result<()> {
-    let mut hasher = keys.stream_hasher();
+    let mut check = EntryCheck::new(entry, keys)?;
     let mut written = 0u64;
     for window in windows {
-        for chunk in window? {
-            hasher.update(&chunk);
+        let (locations, chunks) = window?;
+        for (location, chunk) in locations.iter().zip(chunks) {
+            check.add(&location.entry.id, &chunk);
             out.write_all(&chunk)
                 .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
             written += chunk.len() as u64;
@@ -260,11 +296,52 @@ fn write_loop(
             ),
         ));
     }
-    if hasher.finalize().to_hex().as_str() != entry.hash {
-        return Err(Error::corrupt(
-            format!("entry {}", entry.name),
-            "the restored stream does not match the snapshot's stream hash",
-        ));
+    check.finish(entry)
+}
+
+/// The entry hash recomputed over what a restore wrote.
+enum EntryCheck<'e> {
+    /// Format 2: chunk ids and lengths in order.
+    Sequence(SequenceHasher, &'e str),
+    /// Format 1: every byte of the stream.
+    Stream(blake3::Hasher, &'e str),
+}
+
+impl<'e> EntryCheck<'e> {
+    fn new(entry: &'e Entry, keys: &Keys) -> Result<Self> {
+        match (&entry.sequence_hash, &entry.hash) {
+            (Some(expected), _) => Ok(EntryCheck::Sequence(SequenceHasher::new(keys), expected)),
+            (None, Some(expected)) => Ok(EntryCheck::Stream(keys.stream_hasher(), expected)),
+            (None, None) => Err(Error::corrupt(
+                format!("entry {}", entry.name),
+                "the snapshot records no hash for this entry",
+            )),
+        }
     }
-    Ok(())
+
+    /// Adds a chunk whose plaintext was verified against `id`.
+    fn add(&mut self, id: &Id, chunk: &[u8]) {
+        match self {
+            EntryCheck::Sequence(hasher, _) => hasher.push(id, chunk.len() as u32),
+            EntryCheck::Stream(hasher, _) => {
+                hasher.update(chunk);
+            }
+        }
+    }
+
+    fn finish(self, entry: &Entry) -> Result<()> {
+        let (actual, expected, what) = match self {
+            EntryCheck::Sequence(hasher, expected) => (hasher.finish(), expected, "chunk sequence"),
+            EntryCheck::Stream(hasher, expected) => {
+                (hasher.finalize().to_hex().to_string(), expected, "stream")
+            }
+        };
+        if actual != expected {
+            return Err(Error::corrupt(
+                format!("entry {}", entry.name),
+                format!("the restored {what} does not match the snapshot's {what} hash"),
+            ));
+        }
+        Ok(())
+    }
 }

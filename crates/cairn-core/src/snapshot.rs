@@ -1,8 +1,8 @@
 //! Snapshot manifests (`snapshots/<hash>`) and chunk lists.
 //!
 //! A manifest is JSON, compressed and sealed. Each entry (one stream, such as
-//! `app.dump`) names its size, a keyed hash of the whole stream and its chunk
-//! lists. A chunk list is a blob of 36-byte records `chunk id [32] | length
+//! `app.dump`) names its size, a keyed hash of its chunk sequence and its
+//! chunk lists. A chunk list is a blob of 36-byte records `chunk id [32] | length
 //! u32`. Lists end where a chunk id matches a fixed bit pattern, so unchanged
 //! stretches of a stream produce identical lists that dedup like chunks. A
 //! 1 TiB stream thus needs only a small manifest. Each list records its chunk
@@ -19,7 +19,10 @@ use crate::object;
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
 /// Snapshot format version written by this build.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// Oldest snapshot format version this build reads. Format 1 entries carry a
+/// keyed hash of the whole stream instead of the chunk sequence hash.
+pub const OLDEST_SNAPSHOT_VERSION: u32 = 1;
 /// Bytes of one chunk-list record.
 pub const LIST_RECORD_LEN: usize = 36;
 /// Hard cap on records per chunk list.
@@ -80,8 +83,13 @@ pub struct Entry {
     pub name: String,
     /// Length of the stream in bytes.
     pub size: u64,
-    /// Keyed BLAKE3 of the whole stream, hex.
-    pub hash: String,
+    /// Format 1 only: keyed BLAKE3 of the whole stream, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Format 2: keyed BLAKE3 of the chunk records (id, length) of the
+    /// stream in order, hex; see [`SequenceHasher`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence_hash: Option<String>,
     /// Number of chunks.
     pub chunks: u64,
     /// Chunk lists in stream order.
@@ -106,6 +114,36 @@ pub struct ChunkRef {
     pub id: Id,
     /// Plaintext length.
     pub length: u32,
+}
+
+/// Hashes the chunk records of a stream in stream order.
+///
+/// Every restored chunk is verified against its id, so a restore whose
+/// verified ids and lengths hash to the entry's sequence hash wrote exactly
+/// the chunks the backup recorded, in the same order. With the backup's check
+/// that its chunks cover the stream without gaps or overlaps, this proves the
+/// restored stream equals the backed-up one without hashing every byte a
+/// second time.
+pub struct SequenceHasher(blake3::Hasher);
+
+impl SequenceHasher {
+    /// Starts an empty sequence.
+    pub fn new(keys: &Keys) -> Self {
+        SequenceHasher(keys.sequence_hasher())
+    }
+
+    /// Adds the next chunk of the stream.
+    pub fn push(&mut self, id: &Id, length: u32) {
+        let mut record = [0u8; LIST_RECORD_LEN];
+        record[..32].copy_from_slice(&id.0);
+        record[32..].copy_from_slice(&length.to_le_bytes());
+        self.0.update(&record);
+    }
+
+    /// Returns the hash, hex.
+    pub fn finish(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
 }
 
 /// Object path of a snapshot.
@@ -144,7 +182,7 @@ impl Snapshot {
             .get("format_version")
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
-        if version != u64::from(SNAPSHOT_VERSION) {
+        if !(u64::from(OLDEST_SNAPSHOT_VERSION)..=u64::from(SNAPSHOT_VERSION)).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 object: name,
                 found: version as u32,
@@ -154,6 +192,25 @@ impl Snapshot {
         let snapshot: Snapshot = serde_json::from_value(value)
             .map_err(|e| Error::corrupt(&name, format!("invalid manifest: {e}")))?;
         for entry in &snapshot.entries {
+            let check = if version == 1 {
+                &entry.hash
+            } else {
+                &entry.sequence_hash
+            };
+            if !check.as_deref().is_some_and(is_hex_hash) {
+                return Err(Error::corrupt(
+                    &name,
+                    format!(
+                        "entry {} has no valid {} for format {version}",
+                        entry.name,
+                        if version == 1 {
+                            "hash"
+                        } else {
+                            "sequence_hash"
+                        }
+                    ),
+                ));
+            }
             let listed = entry
                 .lists
                 .iter()
@@ -184,6 +241,10 @@ impl Snapshot {
     pub fn entry(&self, name: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.name == name)
     }
+}
+
+fn is_hex_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Returns true when a chunk list should end after this chunk.
@@ -280,7 +341,8 @@ mod tests {
             entries: vec![Entry {
                 name: "a".into(),
                 size: 10,
-                hash: "00".into(),
+                hash: None,
+                sequence_hash: Some(Id([9; 32]).to_hex()),
                 chunks: 1,
                 lists: vec![ListRef {
                     id: Id([3; 32]).to_hex(),

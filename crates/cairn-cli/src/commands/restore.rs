@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         }))?;
     } else if let Some(target) = &args.target {
         eprintln!(
-            "restored {} ({} bytes) from snapshot {} to {}; stream hash verified",
+            "restored {} ({} bytes) from snapshot {} to {}; every chunk verified",
             entry.name,
             entry.size,
             id.short(),

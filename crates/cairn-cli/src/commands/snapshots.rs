@@ -18,7 +18,13 @@ pub struct SnapshotsArgs {}
 struct EntryRow<'a> {
     name: &'a str,
     size: u64,
-    hash: &'a str,
+    /// Format 1 snapshots: keyed hash of the whole stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
+    /// Format 2 snapshots: keyed hash of the chunk sequence; equal streams
+    /// have equal sequence hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence_hash: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -90,7 +96,8 @@ pub fn run(global: &GlobalArgs, _args: &SnapshotsArgs) -> Result<()> {
                     .map(|e| EntryRow {
                         name: &e.name,
                         size: e.size,
-                        hash: &e.hash,
+                        hash: e.hash.as_deref(),
+                        sequence_hash: e.sequence_hash.as_deref(),
                     })
                     .collect(),
             })

@@ -2,8 +2,8 @@
 //!
 //! Stages and the threads that run them:
 //!
-//! 1. a reader thread reads the stream and cuts it into batches of whole
-//!    chunks (bounded channel of two batches);
+//! 1. a reader thread reads the stream in blocks, and a cutter thread cuts
+//!    them into batches of whole chunks (bounded channels of one each);
 //! 2. the calling thread hashes the chunks of a batch in parallel (rayon),
 //!    looks each id up, and seals only new chunks in parallel; the batch
 //!    buffer then goes back to the reader;
@@ -35,8 +35,8 @@ use crate::repo::Repository;
 use crate::snapshot::{self, ChunkRef, Entry, ListRef, SNAPSHOT_VERSION, SequenceHasher, Snapshot};
 use crate::storage::Storage;
 
-/// Bytes of stream per batch handed from the reader to the hashing stage.
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of stream per read, and so per batch handed to the hashing stage.
+const BLOCK_BYTES: usize = 4 * 1024 * 1024;
 /// Packs written to the backend at the same time.
 pub const UPLOAD_CONCURRENCY: usize = 2;
 /// Uploaded packs collected before an index object is written for them.
@@ -382,29 +382,51 @@ impl Session<'_> {
     }
 }
 
-/// Runs the reader stage on its own thread.
+/// Runs the reading stage and the cutting stage on two threads of their
+/// own. Each hands on at most one block or batch ahead.
 fn spawn_reader(
     reader: Box<dyn Read + Send>,
     chunker: Chunker,
     pool: BufferPool,
-) -> (std::sync::mpsc::Receiver<io::Result<Batch>>, JoinHandle<()>) {
-    let (sender, receiver) = std::sync::mpsc::sync_channel(2);
-    let thread = std::thread::spawn(move || {
-        let mut stream = StreamChunker::new(reader, chunker, BATCH_BYTES).with_pool(pool);
+) -> (
+    std::sync::mpsc::Receiver<io::Result<Batch>>,
+    [JoinHandle<()>; 2],
+) {
+    let (mut blocks, mut cutter) = StreamChunker::new(reader, chunker, BLOCK_BYTES)
+        .with_pool(pool)
+        .split();
+    let (block_sender, block_receiver) = std::sync::mpsc::sync_channel(1);
+    let (batch_sender, batch_receiver) = std::sync::mpsc::sync_channel(1);
+    let reading = std::thread::spawn(move || {
         loop {
-            let next = stream.next_batch();
+            let next = blocks.next_block();
             let stop = !matches!(next, Ok(Some(_)));
             let message = match next {
-                Ok(Some(batch)) => Ok(batch),
+                Ok(Some(block)) => Ok(block),
                 Ok(None) => break,
                 Err(e) => Err(e),
             };
-            if sender.send(message).is_err() || stop {
+            if block_sender.send(message).is_err() || stop {
                 break;
             }
         }
     });
-    (receiver, thread)
+    let cutting = std::thread::spawn(move || {
+        for block in block_receiver {
+            let message = match block {
+                Ok(block) => match cutter.cut(block) {
+                    Some(batch) => Ok(batch),
+                    None => continue,
+                },
+                Err(e) => Err(e),
+            };
+            let failed = message.is_err();
+            if batch_sender.send(message).is_err() || failed {
+                break;
+            }
+        }
+    });
+    (batch_receiver, [reading, cutting])
 }
 
 fn backup_entry(
@@ -419,7 +441,7 @@ fn backup_entry(
         mut producer,
     } = source;
     let pool = BufferPool::default();
-    let (batches, reader_thread) = spawn_reader(reader, chunker.clone(), pool.clone());
+    let (batches, reader_threads) = spawn_reader(reader, chunker.clone(), pool.clone());
     let result = consume_batches(session, &name, batches, &pool);
     let (entry, summary) = match result {
         Ok(done) => done,
@@ -432,7 +454,9 @@ fn backup_entry(
             return Err(e);
         }
     };
-    let _ = reader_thread.join();
+    for thread in reader_threads {
+        let _ = thread.join();
+    }
     if let Some(producer) = producer {
         producer.finish()?;
     }
@@ -462,7 +486,7 @@ fn consume_batches(
     for batch in batches {
         let batch = batch
             .map_err(|e| Error::io(format!("reading the stream for entry {name} failed"), e))?;
-        let data = &batch.data;
+        let data = batch.data();
         check_coverage(&batch)?;
         let ids: Vec<Id> = batch
             .chunks
@@ -516,7 +540,7 @@ fn consume_batches(
         summary.chunks += ids.len() as u64;
         summary.size += data.len() as u64;
         session.progress.read(data.len() as u64);
-        pool.put(batch.data);
+        pool.put(batch.into_buffer());
     }
     if !current.is_empty() {
         lists.push(session.store_list(&current)?);
@@ -542,10 +566,10 @@ fn check_coverage(batch: &Batch) -> Result<()> {
         end = range.end;
         next
     });
-    if !contiguous || end != batch.data.len() {
+    if !contiguous || end != batch.data().len() {
         return Err(Error::Invalid(format!(
             "internal error: the chunker's cut points do not cover a batch of {} bytes (covered {end}); please report this bug",
-            batch.data.len()
+            batch.data().len()
         )));
     }
     Ok(())
@@ -727,14 +751,11 @@ mod tests {
     use super::*;
 
     fn batch(len: usize, chunks: &[(usize, usize)]) -> Batch {
-        Batch {
-            data: vec![0; len],
-            chunks: chunks.iter().map(|&(a, b)| a..b).collect(),
-        }
+        Batch::new(vec![0; len], chunks.iter().map(|&(a, b)| a..b).collect())
     }
 
     #[test]
-    fn coverage_accepts_only_contiguous_cuts_over_the_whole_batch() {
+    fn coverage_rejects_gaps_and_overlaps() {
         assert!(check_coverage(&batch(0, &[])).is_ok());
         assert!(check_coverage(&batch(10, &[(0, 4), (4, 10)])).is_ok());
         for (name, bad) in [

@@ -175,10 +175,32 @@ impl Chunker {
 
 /// A run of whole chunks read from a stream, sharing one buffer.
 pub struct Batch {
-    /// The bytes of all chunks in the batch.
-    pub data: Vec<u8>,
-    /// Chunk boundaries within `data`, in stream order.
+    buffer: Vec<u8>,
+    /// Offset of the first chunk in `buffer`.
+    start: usize,
+    /// Chunk boundaries within [`Batch::data`], in stream order.
     pub chunks: Vec<Range<usize>>,
+}
+
+impl Batch {
+    /// Makes a batch of `data` cut at `chunks`.
+    pub fn new(data: Vec<u8>, chunks: Vec<Range<usize>>) -> Batch {
+        Batch {
+            buffer: data,
+            start: 0,
+            chunks,
+        }
+    }
+
+    /// The bytes of all chunks in the batch.
+    pub fn data(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// Gives the buffer back, for a [`BufferPool`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buffer
+    }
 }
 
 /// Batch buffers handed back by the consumer for the reader to fill again.
@@ -188,8 +210,9 @@ pub struct Batch {
 #[derive(Clone, Default)]
 pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// Buffers a pool keeps; more are dropped.
-const POOL_BUFFERS: usize = 4;
+/// Buffers a pool keeps; more are dropped. The backup pipeline has at most
+/// eight in flight.
+const POOL_BUFFERS: usize = 8;
 
 impl BufferPool {
     /// Returns a buffer for reuse.
@@ -211,74 +234,155 @@ impl BufferPool {
     }
 }
 
-/// Reads a stream and cuts it into batches of whole chunks.
-///
-/// Memory is bounded by the batch target plus one maximum chunk, whatever the
-/// length of the stream.
-pub struct StreamChunker<R> {
+/// Bytes read from a stream, after `headroom` unused bytes at the front of
+/// the buffer where [`BatchCutter`] puts the tail of the previous block.
+pub struct Block {
+    buffer: Vec<u8>,
+    /// True for the last block of the stream.
+    eof: bool,
+}
+
+/// Reads a stream in blocks of a fixed size, the first stage of a
+/// [`StreamChunker`]; it may run on its own thread.
+pub struct BlockReader<R> {
     reader: R,
-    chunker: Chunker,
-    carry: Vec<u8>,
-    batch_target: usize,
+    headroom: usize,
+    block_bytes: usize,
     eof: bool,
     pool: BufferPool,
 }
 
+impl<R: Read> BlockReader<R> {
+    /// Returns the next block, or `None` after the block marked `eof`.
+    pub fn next_block(&mut self) -> io::Result<Option<Block>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let mut buffer = self.pool.take();
+        buffer.resize(self.headroom, 0);
+        buffer.reserve_exact(self.block_bytes);
+        // `read_to_end` on a `Take` reads into the spare capacity without
+        // zero-filling it first (for files, pipes and stdin), and stops at
+        // the limit or at the end of the stream.
+        let limit = self.block_bytes as u64;
+        let read = (&mut self.reader).take(limit).read_to_end(&mut buffer)?;
+        self.eof = (read as u64) < limit;
+        Ok(Some(Block {
+            buffer,
+            eof: self.eof,
+        }))
+    }
+}
+
+/// Cuts blocks into batches of whole chunks, the second stage of a
+/// [`StreamChunker`]; it may run on its own thread.
+pub struct BatchCutter {
+    chunker: Chunker,
+    headroom: usize,
+    /// Bytes after the last cut, shorter than a maximum chunk unless the
+    /// blocks are.
+    carry: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl BatchCutter {
+    /// Cuts `block`, after the bytes left over from the previous block.
+    /// Returns `None` when no whole chunk is available yet, or at the end.
+    pub fn cut(&mut self, block: Block) -> Option<Batch> {
+        let Block { mut buffer, eof } = block;
+        let head = self.headroom;
+        // Put the carry right before the new bytes, so the batch is
+        // contiguous without moving the block.
+        let (mut data, start) = if self.carry.len() <= head {
+            let start = head - self.carry.len();
+            buffer[start..head].copy_from_slice(&self.carry);
+            self.carry.clear();
+            (buffer, start)
+        } else {
+            // Not reached: the loop below leaves less than a maximum chunk,
+            // the headroom. Joining by copy keeps a change there from
+            // turning into an out-of-bounds panic.
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(&buffer[head..]);
+            self.pool.put(buffer);
+            (joined, 0)
+        };
+        let max = self.chunker.max_size();
+        let mut chunks = Vec::new();
+        let mut end = start;
+        // Cut while a full maximum-size window is available; at the end of
+        // the stream, cut everything.
+        while end < data.len() && (eof || data.len() - end >= max) {
+            let len = self.chunker.cut(&data[end..]);
+            chunks.push(end - start..end - start + len);
+            end += len;
+        }
+        self.carry.extend_from_slice(&data[end..]);
+        data.truncate(end);
+        if chunks.is_empty() {
+            self.pool.put(data);
+            return None;
+        }
+        Some(Batch {
+            buffer: data,
+            start,
+            chunks,
+        })
+    }
+}
+
+/// Reads a stream and cuts it into batches of whole chunks.
+///
+/// Memory is bounded by the block size plus one maximum chunk per batch,
+/// whatever the length of the stream. [`StreamChunker::split`] gives the
+/// two stages, to run on two threads.
+pub struct StreamChunker<R> {
+    reader: BlockReader<R>,
+    cutter: BatchCutter,
+}
+
 impl<R: Read> StreamChunker<R> {
-    /// Wraps `reader`; batches hold about `batch_target` bytes.
-    pub fn new(reader: R, chunker: Chunker, batch_target: usize) -> Self {
+    /// Wraps `reader`; each read takes `block_bytes` of the stream.
+    pub fn new(reader: R, chunker: Chunker, block_bytes: usize) -> Self {
+        let headroom = chunker.max_size();
+        let pool = BufferPool::default();
         StreamChunker {
-            reader,
-            chunker,
-            carry: Vec::new(),
-            batch_target: batch_target.max(1),
-            eof: false,
-            pool: BufferPool::default(),
+            reader: BlockReader {
+                reader,
+                headroom,
+                block_bytes: block_bytes.max(1),
+                eof: false,
+                pool: pool.clone(),
+            },
+            cutter: BatchCutter {
+                chunker,
+                headroom,
+                carry: Vec::new(),
+                pool,
+            },
         }
     }
 
-    /// Takes batch buffers from `pool`, where the consumer returns them.
+    /// Takes buffers from `pool`, where the consumer returns them.
     pub fn with_pool(mut self, pool: BufferPool) -> Self {
-        self.pool = pool;
+        self.reader.pool = pool.clone();
+        self.cutter.pool = pool;
         self
     }
 
     /// Returns the next batch, or `None` at the end of the stream.
     pub fn next_batch(&mut self) -> io::Result<Option<Batch>> {
-        let max = self.chunker.max_size();
-        let want = self.batch_target + max;
-        let mut data = self.pool.take();
-        data.extend_from_slice(&self.carry);
-        self.carry.clear();
-        data.reserve_exact(want.saturating_sub(data.len()));
-        if !self.eof && data.len() < want {
-            // `read_to_end` on a `Take` reads into the spare capacity without
-            // zero-filling it first (for files, pipes and stdin), and stops
-            // at the limit or at the end of the stream.
-            let limit = (want - data.len()) as u64;
-            let read = (&mut self.reader).take(limit).read_to_end(&mut data)?;
-            if (read as u64) < limit {
-                self.eof = true;
+        while let Some(block) = self.reader.next_block()? {
+            if let Some(batch) = self.cutter.cut(block) {
+                return Ok(Some(batch));
             }
         }
-        if data.is_empty() {
-            return Ok(None);
-        }
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        // Cut while a full maximum-size window is available; at the end of
-        // the stream, cut everything.
-        while start < data.len() && (self.eof || data.len() - start >= max) {
-            let len = self.chunker.cut(&data[start..]);
-            chunks.push(start..start + len);
-            start += len;
-            if start >= self.batch_target && !self.eof {
-                break;
-            }
-        }
-        self.carry.extend_from_slice(&data[start..]);
-        data.truncate(start);
-        Ok(Some(Batch { data, chunks }))
+        Ok(None)
+    }
+
+    /// Separates the reading stage from the cutting stage.
+    pub fn split(self) -> (BlockReader<R>, BatchCutter) {
+        (self.reader, self.cutter)
     }
 }
 
@@ -335,10 +439,10 @@ mod tests {
         let mut offset = 0;
         let mut out = Vec::new();
         while let Some(batch) = stream.next_batch().expect("read") {
-            for range in batch.chunks {
+            for range in &batch.chunks {
                 out.push(offset + range.start..offset + range.end);
             }
-            offset += batch.data.len();
+            offset += batch.data().len();
         }
         out
     }

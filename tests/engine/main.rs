@@ -331,31 +331,52 @@ fn restore_error(repo: &Repository, entry: &cairn_core::snapshot::Entry) -> Opti
         .map(|e| e.to_string())
 }
 
-#[test]
-fn entry_hash_catches_misassembled_streams_and_reads_format_1() {
-    use cairn_core::snapshot::{self, Snapshot};
-
-    let fixture = fixture();
-    let mut repo = open(&fixture);
+/// Backs up a stream long enough for several chunk lists and returns it
+/// with its snapshot.
+fn backup_several_lists(repo: &mut Repository) -> (Vec<u8>, cairn_core::snapshot::Snapshot) {
     // About 4,000 chunks of 1 KiB on average: several chunk lists.
     let data = pseudo_random(4 << 20, 7);
-    let summary = backup(&mut repo, "db.dump", &data);
-    let (_, current) = repo.find_snapshot(&summary.snapshot).expect("find");
-    assert_eq!(current.format_version, snapshot::SNAPSHOT_VERSION);
-    let entry = &current.entries[0];
+    let summary = backup(repo, "db.dump", &data);
+    let (_, snapshot) = repo.find_snapshot(&summary.snapshot).expect("find");
+    assert!(
+        snapshot.entries[0].lists.len() >= 2,
+        "expected several chunk lists"
+    );
+    (data, snapshot)
+}
+
+#[test]
+fn entry_hash_detects_reordered_lists() {
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let (_, snapshot) = backup_several_lists(&mut repo);
+    assert_eq!(
+        snapshot.format_version,
+        cairn_core::snapshot::SNAPSHOT_VERSION
+    );
+    let entry = &snapshot.entries[0];
     assert!(entry.hash.is_none(), "format 2 wrote a whole-stream hash");
-    assert!(entry.lists.len() >= 2, "expected several chunk lists");
 
     // The same chunk lists in another order add up to the same size and
-    // chunk count; only the sequence hash tells the stream apart.
+    // chunk count; only the sequence hash tells the streams apart.
     let mut swapped = entry.clone();
     swapped.lists.swap(0, 1);
     let error = restore_error(&repo, &swapped).expect("reordered lists restored");
     assert!(error.contains("chunk sequence"), "{error}");
+
     let mut wrong = entry.clone();
     wrong.sequence_hash = Some("0".repeat(64));
     let error = restore_error(&repo, &wrong).expect("wrong sequence hash accepted");
     assert!(error.contains("chunk sequence"), "{error}");
+}
+
+#[test]
+fn format_1_snapshots_still_restore() {
+    use cairn_core::snapshot::{self, Snapshot};
+
+    let fixture = fixture();
+    let mut repo = open(&fixture);
+    let (data, current) = backup_several_lists(&mut repo);
 
     // A format 1 manifest, as cairn wrote before the sequence hash: its
     // entry carries a keyed hash of the whole stream.
@@ -367,7 +388,7 @@ fn entry_hash_catches_misassembled_streams_and_reads_format_1() {
     old.entries[0].sequence_hash = None;
     let (old_id, bytes) = old.encode(&repo.keys).expect("encode");
     repo.storage
-        .write(&snapshot::snapshot_path(&old_id), bytes.clone())
+        .write(&snapshot::snapshot_path(&old_id), bytes)
         .expect("write format 1 manifest");
     drop(repo);
     let repo = open(&fixture);
@@ -375,6 +396,7 @@ fn entry_hash_catches_misassembled_streams_and_reads_format_1() {
         restore(&repo, &old_id.to_hex(), "db.dump") == data,
         "format 1 snapshot restored different bytes"
     );
+
     let mut tampered = old.entries[0].clone();
     tampered.hash = Some("0".repeat(64));
     let error = restore_error(&repo, &tampered).expect("wrong stream hash accepted");

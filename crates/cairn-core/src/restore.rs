@@ -8,7 +8,7 @@
 //! reports success. Format 1 snapshots carry a hash of the whole stream
 //! instead, which is computed over the bytes written.
 
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, sync_channel};
 
@@ -277,13 +277,13 @@ fn write_loop(
     let mut written = 0u64;
     for window in windows {
         let (locations, chunks) = window?;
-        for (location, chunk) in locations.iter().zip(chunks) {
-            check.add(&location.entry.id, &chunk);
-            out.write_all(&chunk)
-                .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
-            written += chunk.len() as u64;
-            progress.written(chunk.len() as u64);
+        for (location, chunk) in locations.iter().zip(&chunks) {
+            check.add(&location.entry.id, chunk);
         }
+        let bytes = write_chunks(out, &chunks)
+            .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
+        written += bytes;
+        progress.written(bytes);
     }
     out.flush()
         .map_err(|e| Error::io(format!("writing entry {} failed", entry.name), e))?;
@@ -297,6 +297,25 @@ fn write_loop(
         ));
     }
     check.finish(entry)
+}
+
+/// Writes `chunks` in order with vectored writes, a few system calls per
+/// window and no copy into a buffer; returns the bytes written.
+fn write_chunks(out: &mut (dyn Write + Send), chunks: &[Vec<u8>]) -> std::io::Result<u64> {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    let mut written = 0u64;
+    while !rest.is_empty() {
+        let n = match out.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        written += n as u64;
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(written)
 }
 
 /// The entry hash recomputed over what a restore wrote.

@@ -1,6 +1,7 @@
 //! `cairn restore`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -89,7 +90,16 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let result = match &args.target {
         Some(target) => restore_to_file(&repository, entry, target, args.overwrite, &bar),
         None => {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            // Whole windows go to the pipe with vectored writes, so the
+            // stream bypasses std's line-buffered stdout.
+            let stdout = std::io::stdout();
+            cairn_core::producer::enlarge_pipe(&stdout);
+            let mut out = std::fs::File::from(
+                stdout
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot duplicate stdout")?,
+            );
             repository
                 .restore_entry(entry, &mut out, &bar)
                 .map_err(anyhow::Error::from)
@@ -139,10 +149,8 @@ fn restore_to_file(
         .tempfile_in(&dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
-        repository.restore_entry(entry, &mut out, bar)?;
-        out.flush()
-            .with_context(|| format!("cannot write {}", target.display()))?;
+        // Vectored writes of whole windows need no buffer in between.
+        repository.restore_entry(entry, temp.as_file_mut(), bar)?;
     }
     // IMPORTANT: data reaches the disk before the rename makes it visible.
     temp.as_file()

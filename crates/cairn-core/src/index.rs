@@ -583,10 +583,32 @@ impl Index {
     /// Returns, in the order of `ids`, whether a usable copy of each blob
     /// exists, with one prepared statement for the whole batch.
     pub fn contains_many(&self, ids: &[Id]) -> Result<Vec<bool>> {
-        let mut stmt = self.conn.prepare_cached(CONTAINS_SQL).map_err(self.err())?;
-        ids.iter()
-            .map(|id| stmt.exists([&id.0[..]]).map_err(self.err()))
-            .collect()
+        let transaction = self.read_transaction()?;
+        let found = {
+            let mut stmt = self.conn.prepare_cached(CONTAINS_SQL).map_err(self.err())?;
+            ids.iter()
+                .map(|id| stmt.exists([&id.0[..]]).map_err(self.err()))
+                .collect::<Result<Vec<bool>>>()?
+        };
+        if let Some(transaction) = transaction {
+            transaction.commit().map_err(self.err())?;
+        }
+        Ok(found)
+    }
+
+    /// Starts a read transaction for many lookups in a row, unless one is
+    /// open. Outside a transaction every statement takes and releases the
+    /// WAL read lock with its own fcntl calls, two per chunk lookup. Keep
+    /// it short: an open read transaction holds back checkpoints of the
+    /// write-ahead log.
+    pub fn read_transaction(&self) -> Result<Option<rusqlite::Transaction<'_>>> {
+        if !self.conn.is_autocommit() {
+            return Ok(None);
+        }
+        self.conn
+            .unchecked_transaction()
+            .map(Some)
+            .map_err(self.err())
     }
 
     /// Returns every pack in the index.

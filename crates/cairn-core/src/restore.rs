@@ -20,7 +20,7 @@ use crate::id::Id;
 use crate::index::Location;
 use crate::pack;
 use crate::repo::Repository;
-use crate::snapshot::{Entry, SequenceHasher, Snapshot};
+use crate::snapshot::{ChunkRef, Entry, SequenceHasher, Snapshot};
 use crate::storage::Storage;
 
 /// Plaintext bytes fetched per window.
@@ -198,6 +198,28 @@ impl Repository {
         })
     }
 
+    /// Finds the pack location of every chunk of a list, in one read
+    /// transaction of the index.
+    fn locate_list(&self, chunks: &[ChunkRef]) -> Result<Vec<Location>> {
+        let transaction = self.index.read_transaction()?;
+        let mut locations = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let location = self.locate_blob(&chunk.id)?;
+            if location.entry.raw_length != chunk.length {
+                return Err(Error::corrupt(
+                    pack::pack_path(&location.pack),
+                    format!(
+                        "chunk {} has length {} in the index but {} in the snapshot",
+                        chunk.id, location.entry.raw_length, chunk.length
+                    ),
+                ));
+            }
+            locations.push(location);
+        }
+        drop(transaction);
+        Ok(locations)
+    }
+
     fn plan_windows(
         &self,
         entry: &Entry,
@@ -206,17 +228,9 @@ impl Repository {
         let mut window = Vec::new();
         let mut window_bytes = 0u64;
         for list in &entry.lists {
-            for chunk in self.load_list(list)? {
-                let location = self.locate_blob(&chunk.id)?;
-                if location.entry.raw_length != chunk.length {
-                    return Err(Error::corrupt(
-                        pack::pack_path(&location.pack),
-                        format!(
-                            "chunk {} has length {} in the index but {} in the snapshot",
-                            chunk.id, location.entry.raw_length, chunk.length
-                        ),
-                    ));
-                }
+            let chunks = self.load_list(list)?;
+            let locations = self.locate_list(&chunks)?;
+            for (chunk, location) in chunks.iter().zip(locations) {
                 window_bytes += u64::from(chunk.length);
                 window.push(location);
                 if window_bytes >= WINDOW_BYTES {

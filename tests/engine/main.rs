@@ -358,7 +358,7 @@ fn entry_hash_detects_reordered_lists() {
     assert!(entry.hash.is_none(), "format 2 wrote a whole-stream hash");
 
     // The same chunk lists in another order add up to the same size and
-    // chunk count; only the sequence hash tells the streams apart.
+    // chunk count, so only the sequence hash distinguishes the streams.
     let mut swapped = entry.clone();
     swapped.lists.swap(0, 1);
     let error = restore_error(&repo, &swapped).expect("reordered lists restored");

@@ -192,7 +192,7 @@ impl Batch {
         }
     }
 
-    /// The bytes of all chunks in the batch.
+    /// Returns the bytes of all chunks in the batch.
     pub fn data(&self) -> &[u8] {
         &self.buffer[self.start..]
     }
@@ -210,8 +210,9 @@ impl Batch {
 #[derive(Clone, Default)]
 pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
-/// Buffers a pool keeps; more are dropped. The backup pipeline has at most
-/// eight in flight.
+/// Buffers a pool keeps; more are dropped. The backup pipeline has five in
+/// flight: one being read, one being cut, one hashed, and one in each
+/// channel between them.
 const POOL_BUFFERS: usize = 8;
 
 impl BufferPool {
@@ -279,8 +280,7 @@ impl<R: Read> BlockReader<R> {
 pub struct BatchCutter {
     chunker: Chunker,
     headroom: usize,
-    /// Bytes after the last cut, shorter than a maximum chunk unless the
-    /// blocks are.
+    /// Bytes after the last cut, always fewer than a maximum chunk.
     carry: Vec<u8>,
     pool: BufferPool,
 }
@@ -291,6 +291,7 @@ impl BatchCutter {
     pub fn cut(&mut self, block: Block) -> Option<Batch> {
         let Block { mut buffer, eof } = block;
         let head = self.headroom;
+
         // Put the carry right before the new bytes, so the batch is
         // contiguous without moving the block.
         let (mut data, start) = if self.carry.len() <= head {
@@ -307,6 +308,7 @@ impl BatchCutter {
             self.pool.put(buffer);
             (joined, 0)
         };
+
         let max = self.chunker.max_size();
         let mut chunks = Vec::new();
         let mut end = start;
@@ -317,6 +319,7 @@ impl BatchCutter {
             chunks.push(end - start..end - start + len);
             end += len;
         }
+
         self.carry.extend_from_slice(&data[end..]);
         data.truncate(end);
         if chunks.is_empty() {

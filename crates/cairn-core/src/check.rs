@@ -280,6 +280,7 @@ impl Repository {
                 return Ok(findings);
             }
         };
+        let transaction = self.index.read_transaction()?;
         for chunk in chunks {
             match self.index.lookup_any(&chunk.id)? {
                 Some(location) => {
@@ -288,6 +289,7 @@ impl Repository {
                 None => findings.missing.push(chunk.id),
             }
         }
+        drop(transaction);
         Ok(findings)
     }
 

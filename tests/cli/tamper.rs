@@ -378,3 +378,42 @@ fn key_from_other_repository_beside_own_key() {
     let output = repo.run(&["snapshots"]);
     assert_exit(&output, 0, "snapshots with an extra foreign key object");
 }
+
+#[test]
+fn damaged_newest_snapshot_blocks_latest() {
+    let repo = Repo::init();
+    let monday = random_bytes(300_000, 80);
+    let tuesday = random_bytes(300_000, 81);
+    let monday_id = snapshot_id(&repo.backup_stdin("db.dump", &monday));
+    let tuesday_id = snapshot_id(&repo.backup_stdin("db.dump", &tuesday));
+    let object = format!("snapshots/{tuesday_id}");
+    let path = repo.path.join(&object);
+    let mut bytes = read(&path);
+    bytes[100] ^= 0x55;
+    write(&path, &bytes);
+
+    // Once with the snapshot already in the local index, once with an
+    // index rebuilt from the backend, where the damaged manifest's time is
+    // unknown. Neither may fall back to Monday's snapshot.
+    for cache in ["kept", "rebuilt"] {
+        if cache == "rebuilt" {
+            fs::remove_dir_all(&repo.cache).expect("failed to remove the cache");
+        }
+        for spec in ["latest:db.dump", "latest"] {
+            let output = repo.run(&["restore", spec, "--stdout"]);
+            let action = format!("restore {spec} with the index {cache}");
+            assert_exit(&output, 3, &action);
+            assert!(
+                output.stdout.is_empty(),
+                "{action} wrote {} bytes",
+                output.stdout.len()
+            );
+            assert!(
+                error_line(&output).contains(&object),
+                "{action} should name {object}\n{}",
+                output.describe()
+            );
+        }
+    }
+    assert_restores(&repo, &format!("{monday_id}:db.dump"), &monday);
+}

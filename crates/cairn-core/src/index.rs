@@ -72,6 +72,9 @@ pub struct SyncReport {
     pub unreadable: Vec<(String, String)>,
     /// Indexed packs absent from the backend listing or of the wrong size.
     pub missing_packs: Vec<Id>,
+    /// Snapshot objects new to this index that could not be read, with the
+    /// reason. Their times are unknown, so any of them may be the newest.
+    pub unreadable_snapshots: Vec<(String, String)>,
 }
 
 /// A pack as recorded in the index.
@@ -293,7 +296,7 @@ impl Index {
             }
         }
         report.missing_packs = self.refresh_pack_presence(storage)?;
-        self.sync_snapshots(storage, keys)?;
+        report.unreadable_snapshots = self.sync_snapshots(storage, keys)?;
         self.sync_audit(storage, keys)?;
         debug!(
             loaded = report.loaded,
@@ -380,7 +383,9 @@ impl Index {
         Ok(missing)
     }
 
-    fn sync_snapshots(&mut self, storage: &Storage, keys: &Keys) -> Result<()> {
+    /// Loads snapshot objects new in the backend and forgets those that
+    /// vanished; returns the new ones that could not be read.
+    fn sync_snapshots(&mut self, storage: &Storage, keys: &Keys) -> Result<Vec<(String, String)>> {
         let remote: HashSet<Id> = storage
             .list("snapshots/")?
             .into_iter()
@@ -396,6 +401,7 @@ impl Index {
                 .execute("DELETE FROM snapshots WHERE id = ?1", [&gone.0[..]])
                 .map_err(self.err())?;
         }
+        let mut unreadable = Vec::new();
         for id in remote.difference(&local) {
             let path = snapshot::snapshot_path(id);
             match storage
@@ -413,11 +419,12 @@ impl Index {
                         .map_err(self.err())?;
                 }
                 Err(e) => {
-                    warn!(object = %path, error = %e, "skipping unreadable snapshot; run `cairn check`")
+                    warn!(object = %path, error = %e, "skipping unreadable snapshot; run `cairn check`");
+                    unreadable.push((path, e.to_string()));
                 }
             }
         }
-        Ok(())
+        Ok(unreadable)
     }
 
     /// Loads audit records new in the backend. Records that vanished from

@@ -200,6 +200,7 @@ impl Repository {
     pub fn find_snapshot(&self, query: &str) -> Result<(Id, Snapshot)> {
         let mut snapshots = self.index.snapshots()?;
         if query == "latest" {
+            self.ensure_latest_is_known()?;
             // A snapshot marked damaged is never `latest`: at 3 a.m. the
             // newest snapshot that restores is the one that is wanted.
             snapshots.retain(|(_, snapshot)| snapshot.damaged.is_none());
@@ -254,9 +255,25 @@ impl Repository {
         }
     }
 
+    /// Fails when a snapshot object could not be read while the index was
+    /// synced. Its time is unknown, so `latest` might silently pick the day
+    /// before; at restore time that must be an error, not a fallback.
+    pub fn ensure_latest_is_known(&self) -> Result<()> {
+        let Some((path, reason)) = self.sync_report.unreadable_snapshots.first() else {
+            return Ok(());
+        };
+        Err(Error::corrupt(
+            path,
+            format!(
+                "this snapshot cannot be read ({reason}), and it may be the newest one, so `latest` is not resolved to an older snapshot; run `cairn check`, and to restore an older snapshot name its id (`cairn snapshots` lists the readable ones)"
+            ),
+        ))
+    }
+
     /// Returns the newest snapshot that has an entry named `entry`, read
     /// again from the backend as in [`Repository::find_snapshot`].
     pub fn find_latest_with_entry(&self, entry: &str) -> Result<(Id, Snapshot)> {
+        self.ensure_latest_is_known()?;
         let (id, _) = self
             .index
             .snapshots()?

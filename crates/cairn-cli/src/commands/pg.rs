@@ -229,6 +229,7 @@ fn find_pg_snapshot(
     if reference != "latest" {
         return Ok(repository.find_snapshot(reference)?);
     }
+    repository.ensure_latest_is_known()?;
     let candidates: Vec<_> = repository
         .index
         .snapshots()?

@@ -133,6 +133,18 @@ fn is_listing(command: &Command) -> bool {
     )
 }
 
+/// Whether `command` restores data, so damage it meets gets a next step.
+fn is_restore(command: &Command) -> bool {
+    match command {
+        Command::Restore(_) => true,
+        Command::Pg(args) => matches!(
+            args.command,
+            commands::pg::PgCommand::Restore(_) | commands::pg::PgCommand::Verify(_)
+        ),
+        _ => false,
+    }
+}
+
 /// Name of a command in the audit trail; `None` for commands that only list
 /// (snapshots, stats, audit) or create a repository.
 fn audit_name(command: &Command) -> Option<String> {
@@ -343,7 +355,16 @@ fn main() -> ExitCode {
                         "cairn: output closed early (broken pipe); the reader stopped before the end"
                     );
                 } else {
-                    eprintln!("cairn: error: {error:#}");
+                    let message = format!("{error:#}");
+                    eprintln!("cairn: error: {message}");
+                    if code == EXIT_INTEGRITY
+                        && is_restore(&cli.command)
+                        && !message.contains("cairn check")
+                    {
+                        eprintln!(
+                            "cairn: run `cairn check --read-data` to list every damaged object and the snapshots that need it; an older snapshot may restore in full (`cairn snapshots`, then name its id)"
+                        );
+                    }
                     if cli.global.json {
                         // Monitoring that parses --json output gets the
                         // failure in the same form as a success.

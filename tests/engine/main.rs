@@ -334,10 +334,17 @@ fn restore_error(repo: &Repository, entry: &cairn_core::snapshot::Entry) -> Opti
 /// Backs up a stream long enough for several chunk lists and returns it
 /// with its snapshot.
 fn backup_several_lists(repo: &mut Repository) -> (Vec<u8>, cairn_core::snapshot::Snapshot) {
-    // About 4,000 chunks of 1 KiB on average: several chunk lists.
-    let data = pseudo_random(4 << 20, 7);
+    // Over 8,192 chunks of about 1 KiB, so the list length cap ends a list
+    // even when no chunk id happens to match the content-defined boundary
+    // (about 2% of repository keys at 4,000 chunks).
+    let data = pseudo_random(16 << 20, 7);
     let summary = backup(repo, "db.dump", &data);
     let (_, snapshot) = repo.find_snapshot(&summary.snapshot).expect("find");
+    assert!(
+        snapshot.entries[0].chunks > 8192,
+        "expected more chunks than one list holds, got {}",
+        snapshot.entries[0].chunks
+    );
     assert!(
         snapshot.entries[0].lists.len() >= 2,
         "expected several chunk lists"

@@ -279,7 +279,6 @@ impl<R: Read> BlockReader<R> {
 /// [`StreamChunker`]; it may run on its own thread.
 pub struct BatchCutter {
     chunker: Chunker,
-    headroom: usize,
     /// Bytes after the last cut, always fewer than a maximum chunk.
     carry: Vec<u8>,
     pool: BufferPool,
@@ -290,26 +289,18 @@ impl BatchCutter {
     /// Returns `None` when no whole chunk is available yet, or at the end.
     pub fn cut(&mut self, block: Block) -> Option<Batch> {
         let Block { mut buffer, eof } = block;
-        let head = self.headroom;
+        // The reader leaves one maximum chunk of headroom.
+        let max = self.chunker.max_size();
+        let head = max;
 
         // Put the carry right before the new bytes, so the batch is
-        // contiguous without moving the block.
-        let (mut data, start) = if self.carry.len() <= head {
-            let start = head - self.carry.len();
-            buffer[start..head].copy_from_slice(&self.carry);
-            self.carry.clear();
-            (buffer, start)
-        } else {
-            // Not reached: the loop below leaves less than a maximum chunk,
-            // the headroom. Joining by copy keeps a change there from
-            // turning into an out-of-bounds panic.
-            let mut joined = std::mem::take(&mut self.carry);
-            joined.extend_from_slice(&buffer[head..]);
-            self.pool.put(buffer);
-            (joined, 0)
-        };
+        // contiguous without moving the block. It always fits, because the
+        // loop below leaves fewer than a maximum chunk of bytes uncut.
+        let start = head - self.carry.len();
+        buffer[start..head].copy_from_slice(&self.carry);
+        self.carry.clear();
+        let mut data = buffer;
 
-        let max = self.chunker.max_size();
         let mut chunks = Vec::new();
         let mut end = start;
         // Cut while a full maximum-size window is available; at the end of
@@ -347,6 +338,7 @@ pub struct StreamChunker<R> {
 impl<R: Read> StreamChunker<R> {
     /// Wraps `reader`; each read takes `block_bytes` of the stream.
     pub fn new(reader: R, chunker: Chunker, block_bytes: usize) -> Self {
+        // Room in front of each block for the carry of the previous one.
         let headroom = chunker.max_size();
         let pool = BufferPool::default();
         StreamChunker {
@@ -359,7 +351,6 @@ impl<R: Read> StreamChunker<R> {
             },
             cutter: BatchCutter {
                 chunker,
-                headroom,
                 carry: Vec::new(),
                 pool,
             },

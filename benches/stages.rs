@@ -190,6 +190,13 @@ fn index_lookups_with(c: &mut Criterion, chunks: u64) {
     let mut group = c.benchmark_group("index");
     group.throughput(Throughput::Elements(1000));
     let step = chunks / 1000;
+    // 1000 indexed ids spread over the whole index, shifted by one each
+    // round so that successive rounds look up different ids.
+    let known_batch = |round: u64| -> Vec<_> {
+        (0..1000u64)
+            .map(|i| synthetic_id((i * step + round) % chunks))
+            .collect()
+    };
     group.bench_function(
         format!("1000 lookups of known chunks, {chunks} indexed"),
         |b| {
@@ -197,9 +204,7 @@ fn index_lookups_with(c: &mut Criterion, chunks: u64) {
             b.iter_batched(
                 || {
                     round += 1;
-                    (0..1000u64)
-                        .map(|i| synthetic_id((i * step + round) % chunks))
-                        .collect::<Vec<_>>()
+                    known_batch(round)
                 },
                 |wanted| {
                     wanted
@@ -218,9 +223,7 @@ fn index_lookups_with(c: &mut Criterion, chunks: u64) {
             b.iter_batched(
                 || {
                     round += 1;
-                    (0..1000u64)
-                        .map(|i| synthetic_id((i * step + round) % chunks))
-                        .collect::<Vec<_>>()
+                    known_batch(round)
                 },
                 |wanted| {
                     index

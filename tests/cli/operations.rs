@@ -92,79 +92,80 @@ fn config_examples_and_errors() {
         )
     };
 
-    let (code, stderr) = check(&nightly.replace("keep_daily", "keep_dayly"), 0o600);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("unknown field `keep_dayly`") && stderr.contains("line "),
-        "{stderr}"
-    );
-
-    let (code, stderr) = check(
-        &nightly.replace(
-            "password = { file = \"/etc/cairn/passphrase\" }",
-            "password = \"s3cret-value\"",
-        ),
-        0o600,
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("never written into the file"), "{stderr}");
-    assert!(
-        !stderr.contains("s3cret-value"),
-        "the secret was echoed: {stderr}"
-    );
-
-    let (code, stderr) = check(
-        &nightly.replace(
-            "postgres://backup@db1.internal",
-            "postgres://backup:pw@db1.internal",
-        ),
-        0o600,
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("contains a password"), "{stderr}");
-    assert!(
-        !stderr.contains(":pw@"),
-        "the password was echoed: {stderr}"
-    );
-
-    let (code, stderr) = check(&nightly.replace("30 2 * * *", "30 2 31 2 *"), 0o600);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("matches no time"), "{stderr}");
-
-    let (code, stderr) = check(
-        &nightly
-            .replace("[job.nightly]", "[job.\"night ly\"]")
-            .replace("[job.nightly.", "[job.\"night ly\"."),
-        0o600,
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("job name \"night ly\" is invalid"),
-        "{stderr}"
-    );
-
-    let (code, stderr) = check(
-        &nightly.replace("schedule = \"30 2 * * *\"", "every = \"0s\""),
-        0o600,
-    );
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("every must be at least 1s"), "{stderr}");
-
-    let (code, stderr) = check(nightly, 0o644);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-
-    let (code, stderr) = check(&nightly.replace("30 2 * * *", "30 25 * * *"), 0o600);
-    assert_eq!(code, Some(2), "{stderr}");
     let schedule_line = nightly
         .lines()
         .position(|l| l.starts_with("schedule"))
         .expect("schedule line")
         + 1;
-    assert!(
-        stderr.contains(&format!("line {schedule_line}: job nightly: schedule")),
-        "{stderr}"
-    );
+    let renamed_job = nightly
+        .replace("[job.nightly]", "[job.\"night ly\"]")
+        .replace("[job.nightly.", "[job.\"night ly\".");
+    // Each case: the edited config, its file mode, texts the error must
+    // contain, and text it must not echo (a secret).
+    let cases: Vec<(String, u32, Vec<String>, Option<&str>)> = vec![
+        (
+            nightly.replace("keep_daily", "keep_dayly"),
+            0o600,
+            vec!["unknown field `keep_dayly`".into(), "line ".into()],
+            None,
+        ),
+        (
+            nightly.replace(
+                "password = { file = \"/etc/cairn/passphrase\" }",
+                "password = \"s3cret-value\"",
+            ),
+            0o600,
+            vec!["never written into the file".into()],
+            Some("s3cret-value"),
+        ),
+        (
+            nightly.replace(
+                "postgres://backup@db1.internal",
+                "postgres://backup:pw@db1.internal",
+            ),
+            0o600,
+            vec!["contains a password".into()],
+            Some(":pw@"),
+        ),
+        (
+            nightly.replace("30 2 * * *", "30 2 31 2 *"),
+            0o600,
+            vec!["matches no time".into()],
+            None,
+        ),
+        (
+            renamed_job,
+            0o600,
+            vec!["job name \"night ly\" is invalid".into()],
+            None,
+        ),
+        (
+            nightly.replace("schedule = \"30 2 * * *\"", "every = \"0s\""),
+            0o600,
+            vec!["every must be at least 1s".into()],
+            None,
+        ),
+        (nightly.clone(), 0o644, vec!["chmod 600".into()], None),
+        (
+            nightly.replace("30 2 * * *", "30 25 * * *"),
+            0o600,
+            vec![format!("line {schedule_line}: job nightly: schedule")],
+            None,
+        ),
+    ];
+    for (text, mode, expected, secret) in &cases {
+        let (code, stderr) = check(text, *mode);
+        assert_eq!(code, Some(2), "expected exit 2 with {expected:?}: {stderr}");
+        for wanted in expected {
+            assert!(
+                stderr.contains(wanted.as_str()),
+                "expected {wanted:?}: {stderr}"
+            );
+        }
+        if let Some(secret) = secret {
+            assert!(!stderr.contains(secret), "the secret was echoed: {stderr}");
+        }
+    }
 
     // Units and crontab lines for the system schedulers.
     let path = repo.work_path("nightly.toml");

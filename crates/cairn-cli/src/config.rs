@@ -871,6 +871,16 @@ pub fn retention_policy(retention: &RetentionConfig) -> Result<cairn_core::reten
 mod tests {
     use super::*;
 
+    /// Returns the problems of `config` that are errors, not warnings.
+    fn errors(config: &Loaded) -> Vec<String> {
+        config
+            .validate()
+            .iter()
+            .filter(|p| !p.warning)
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn loaded(text: &str) -> Result<Loaded> {
         let config = parse(Path::new("test.toml"), text)?;
         Ok(Loaded {
@@ -903,12 +913,7 @@ secret = { env = "CAIRN_WEBHOOK_SECRET" }
     #[test]
     fn good_config_has_no_problems() {
         let config = loaded(GOOD).expect("parses");
-        let problems: Vec<String> = config
-            .validate()
-            .iter()
-            .filter(|p| !p.warning)
-            .map(ToString::to_string)
-            .collect();
+        let problems = errors(&config);
         assert!(problems.is_empty(), "{problems:?}");
     }
 
@@ -935,12 +940,7 @@ secret = { env = "CAIRN_WEBHOOK_SECRET" }
     fn semantic_problems_name_their_line() {
         let text = GOOD.replace("30 2 * * *", "61 2 * * *");
         let config = loaded(&text).expect("parses");
-        let problems: Vec<String> = config
-            .validate()
-            .iter()
-            .filter(|p| !p.warning)
-            .map(ToString::to_string)
-            .collect();
+        let problems = errors(&config);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("line 7: job nightly: schedule"),

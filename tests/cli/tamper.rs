@@ -132,13 +132,20 @@ fn restore_fails(repo: &Repo, snapshot: &str) -> [Output; 2] {
     [to_file, to_stdout]
 }
 
-/// Like `restore_fails`, and the error line of both restores names `object`.
+/// Like `restore_fails`, and the error line of both restores names `object`
+/// while stderr points to `cairn check` for the next step.
 fn assert_restore_fails(repo: &Repo, snapshot: &str, object: &str) {
     for output in restore_fails(repo, snapshot) {
         let line = error_line(&output);
         assert!(
             line.contains(object),
             "the error of {} should name {object}, stderr:\n{}",
+            output.command,
+            output.stderr
+        );
+        assert!(
+            output.stderr.contains("cairn check"),
+            "the error of {} should point to cairn check, stderr:\n{}",
             output.command,
             output.stderr
         );

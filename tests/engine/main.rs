@@ -375,6 +375,21 @@ fn entry_hash_detects_reordered_lists() {
     wrong.sequence_hash = Some("0".repeat(64));
     let error = restore_error(&repo, &wrong).expect("wrong sequence hash accepted");
     assert!(error.contains("chunk sequence"), "{error}");
+
+    // An entry with no hash at all is refused, not restored unchecked.
+    let mut unchecked = entry.clone();
+    unchecked.sequence_hash = None;
+    let error = restore_error(&repo, &unchecked).expect("entry without hash restored");
+    assert!(error.contains("records no hash"), "{error}");
+    let mut manifest = snapshot.clone();
+    manifest.entries[0].sequence_hash = None;
+    let (id, bytes) = manifest.encode(&repo.keys).expect("encode");
+    let error = cairn_core::snapshot::Snapshot::decode(&repo.keys, &id, &bytes)
+        .expect_err("format 2 without sequence hash");
+    assert!(
+        error.to_string().contains("no valid sequence_hash"),
+        "{error}"
+    );
 }
 
 #[test]

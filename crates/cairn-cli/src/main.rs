@@ -133,7 +133,8 @@ fn is_listing(command: &Command) -> bool {
     )
 }
 
-/// Whether `command` restores data, so damage it meets gets a next step.
+/// Returns whether `command` restores data, so that damage it meets gets a
+/// next step in the error output.
 fn is_restore(command: &Command) -> bool {
     match command {
         Command::Restore(_) => true,

@@ -14,10 +14,10 @@ pub const CONFIG_PATH: &str = "config";
 
 /// Default target pack size: 16 MiB.
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
-/// Default zstd level for blobs. Level 1 backs up a daily pg_dump series
-/// about a fifth faster than level 3 on 2 cores, for about a tenth more
-/// daily growth (docs/benchmarks.md); `cairn init --compression-level 3`
-/// chooses the other way.
+/// Default zstd level for blobs. On a daily pg_dump series and 2 cores,
+/// level 1 backed up about a fifth faster than level 3 and grew the
+/// repository about a tenth more per day (docs/benchmarks.md). `cairn init
+/// --compression-level 3` makes the other trade.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
 /// Settings fixed when the repository is created.

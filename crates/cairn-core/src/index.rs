@@ -383,8 +383,8 @@ impl Index {
         Ok(missing)
     }
 
-    /// Loads snapshot objects new in the backend and forgets those that
-    /// vanished; returns the new ones that could not be read.
+    /// Loads snapshot objects new in the backend and deletes the rows of
+    /// those that vanished. Returns the new ones that could not be read.
     fn sync_snapshots(&mut self, storage: &Storage, keys: &Keys) -> Result<Vec<(String, String)>> {
         let remote: HashSet<Id> = storage
             .list("snapshots/")?

@@ -69,11 +69,11 @@ fn describe(status: ExitStatus) -> String {
 /// Bytes of pipe buffer asked for on a stream cairn reads.
 const PIPE_BYTES: libc::c_int = 1 << 20;
 
-/// Asks the kernel for a 1 MiB buffer on `pipe`, the default maximum an
-/// unprivileged process may set, instead of 64 KiB: the writer then blocks
-/// and wakes the reader 16 times less often, which lets a dump stream through
-/// the pipe faster. Does nothing when `pipe` is not a pipe or the kernel
-/// refuses.
+/// Asks the kernel for a 1 MiB buffer on `pipe` instead of 64 KiB. 1 MiB is
+/// the default maximum for an unprivileged process. The writer then blocks
+/// and wakes the reader 16 times less often, so a dump streams through the
+/// pipe faster. Does nothing when `pipe` is not a pipe or the kernel rejects
+/// the size.
 #[cfg_attr(
     target_os = "linux",
     expect(unsafe_code, reason = "fcntl(2) has no safe wrapper in std")

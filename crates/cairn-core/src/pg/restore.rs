@@ -449,10 +449,10 @@ pub fn run_tool(
         (Some(feed), Some(mut stdin)) => {
             let result = feed(&mut stdin);
             if matches!(&result, Err(e) if !is_broken_pipe(e)) {
-                // IMPORTANT: stop the program before it sees the end of its
-                // input. The entry hash is checked after the last byte was
-                // written, and a single-transaction pg_restore that reached
-                // the end would commit what it read.
+                // IMPORTANT: stop the program before its input ends. The
+                // entry hash is checked after the last byte was written, and
+                // a single-transaction pg_restore that read to the end of its
+                // input would commit what it read.
                 let _ = child.kill();
             }
             drop(stdin);

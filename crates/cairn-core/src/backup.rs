@@ -39,7 +39,11 @@ use crate::storage::Storage;
 const BLOCK_BYTES: usize = 4 * 1024 * 1024;
 /// Packs written to the backend at the same time.
 pub const UPLOAD_CONCURRENCY: usize = 2;
-/// Uploaded packs collected before an index object is written for them.
+/// An index object is written once the uploaded packs it would name hold
+/// this many blobs or number [`PACKS_PER_INDEX`], so that little is left
+/// to index when the stream ends.
+const BLOBS_PER_INDEX: usize = 16 * 1024;
+/// See [`BLOBS_PER_INDEX`].
 const PACKS_PER_INDEX: usize = 64;
 
 /// Receives progress counts; the CLI draws them.
@@ -156,25 +160,20 @@ impl Uploader {
             runtime.block_on(async move {
                 let mut writes = tokio::task::JoinSet::new();
                 let mut first_error = None;
-                let record =
-                    |result: std::result::Result<Result<PackRecord>, tokio::task::JoinError>,
-                     first_error: &mut Option<Error>| {
-                        match result {
-                            Ok(Ok(record)) => {
-                                if let Ok(mut done) = finished.lock() {
-                                    done.push(record);
-                                }
-                            }
-                            Ok(Err(e)) => {
-                                first_error.get_or_insert(e);
-                            }
-                            Err(e) => {
-                                first_error.get_or_insert(Error::Invalid(format!(
-                                    "pack upload task failed: {e}"
-                                )));
-                            }
+                let record = |result: std::result::Result<Result<()>, tokio::task::JoinError>,
+                              first_error: &mut Option<Error>| {
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            first_error.get_or_insert(e);
                         }
-                    };
+                        Err(e) => {
+                            first_error.get_or_insert(Error::Invalid(format!(
+                                "pack upload task failed: {e}"
+                            )));
+                        }
+                    }
+                };
                 while let Some(pack) = receiver.recv().await {
                     while writes.len() >= UPLOAD_CONCURRENCY {
                         if let Some(result) = writes.join_next().await {
@@ -185,6 +184,7 @@ impl Uploader {
                         break;
                     }
                     let storage = storage.clone();
+                    let finished = Arc::clone(&finished);
                     writes.spawn(async move {
                         let path = pack::pack_path(&pack.name);
                         let size = pack.bytes.len() as u64;
@@ -192,11 +192,17 @@ impl Uploader {
                         // object names it (see `Session::write_index`).
                         storage.write_async(&path, pack.bytes).await?;
                         debug!(pack = %path, size, "pack written");
-                        Ok(PackRecord {
+                        // Recorded at once, so that the next flush can index
+                        // it while other writes are still running.
+                        let record = PackRecord {
                             name: pack.name,
                             size,
                             entries: pack.entries,
-                        })
+                        };
+                        if let Ok(mut done) = finished.lock() {
+                            done.push(record);
+                        }
+                        Ok(())
                     });
                 }
                 receiver.close();
@@ -231,6 +237,15 @@ impl Uploader {
                 .err()
                 .unwrap_or_else(|| Error::Invalid("pack upload thread stopped".into())))
         }
+    }
+
+    /// Returns the number of packs written and not yet taken, and of the
+    /// blobs they contain.
+    fn done_counts(&self) -> (usize, usize) {
+        self.done
+            .lock()
+            .map(|done| (done.len(), done.iter().map(|p| p.entries.len()).sum()))
+            .unwrap_or_default()
     }
 
     /// Takes the records of packs written so far.
@@ -304,7 +319,8 @@ impl Session<'_> {
         self.stored_bytes += pack.bytes.len() as u64 - before;
         self.packs += 1;
         self.uploader.send(pack)?;
-        if self.uploader.done.lock().map(|d| d.len()).unwrap_or(0) >= PACKS_PER_INDEX {
+        let (packs, blobs) = self.uploader.done_counts();
+        if packs >= PACKS_PER_INDEX || blobs >= BLOBS_PER_INDEX {
             self.write_index(self.uploader.take_done())?;
         }
         Ok(())
@@ -364,6 +380,11 @@ impl Session<'_> {
     /// Flushes the last pack, waits for every upload and indexes them.
     fn finish(&mut self) -> Result<()> {
         self.flush_pack()?;
+        // Index the packs already written while the last ones upload, when
+        // they are enough to be worth an index object of their own.
+        if self.uploader.done_counts().1 >= BLOBS_PER_INDEX / 4 {
+            self.write_index(self.uploader.take_done())?;
+        }
         self.uploader.join()?;
         let records = self.uploader.take_done();
         self.write_index(records)

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::harness::{MIB, Repo, dir_names, path_arg, random_bytes, short_id, snapshot_id};
+use crate::harness::{
+    MIB, Output, Repo, dir_names, path_arg, random_bytes, short_id, snapshot_id, string_field,
+};
 
 /// Two snapshots of unrelated random data in a repository with 1 MiB packs, and the
 /// packs that only the first snapshot uses.
@@ -172,4 +174,149 @@ fn read_data_subset_clean_repository() {
             output.describe()
         );
     }
+}
+
+/// Returns stdout and stderr of a finished command as one text.
+fn all_output(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        output.stderr
+    )
+}
+
+#[test]
+fn marked_damage_passes_later_checks() {
+    let setup = two_snapshots();
+    let repo = &setup.repo;
+    let second_packs: Vec<PathBuf> = repo
+        .pack_files()
+        .into_iter()
+        .filter(|pack| !setup.first_packs.contains(pack))
+        .collect();
+    let first_pack = object_name(repo, &setup.first_packs[0]);
+    flip_middle_byte(&setup.first_packs[0]);
+
+    let unmarked = repo.run(&["check", "--read-data"]);
+    assert_eq!(
+        unmarked.code(),
+        Some(3),
+        "check of damage no snapshot marks should exit 3\n{}",
+        unmarked.describe()
+    );
+    assert!(
+        unmarked
+            .stderr
+            .contains("cairn repair snapshots --mark-damaged"),
+        "check of unmarked damage should suggest marking the snapshots, stderr:\n{}",
+        unmarked.stderr
+    );
+
+    let marking = repo.run(&["repair", "snapshots", "--read-data", "--mark-damaged"]);
+    assert_eq!(
+        marking.code(),
+        Some(3),
+        "repair snapshots that marks new damage should exit 3\n{}",
+        marking.describe()
+    );
+    let marked_id = repo
+        .snapshots()
+        .iter()
+        .find(|snapshot| !snapshot["damaged"].is_null())
+        .map(|snapshot| string_field(snapshot, "id"))
+        .expect("repair snapshots --mark-damaged marked no snapshot");
+
+    let known = repo.run(&["check", "--read-data"]);
+    assert_eq!(
+        known.code(),
+        Some(0),
+        "check whose only damage is in marked snapshots should exit 0\n{}",
+        known.describe()
+    );
+    assert!(
+        known
+            .stderr
+            .contains(&format!("damaged, already marked: {first_pack}")),
+        "check should still list the known damage of {first_pack}, stderr:\n{}",
+        known.stderr
+    );
+    assert!(
+        known.stderr.contains(&marked_id),
+        "check should name the marked snapshot {marked_id}, stderr:\n{}",
+        known.stderr
+    );
+    assert!(
+        String::from_utf8_lossy(&known.stdout).contains("no new damage was found"),
+        "check of known damage should say that no new damage was found\n{}",
+        all_output(&known)
+    );
+    assert!(
+        !all_output(&known).contains("--mark-damaged"),
+        "check should not suggest marking snapshots that are marked already\n{}",
+        all_output(&known)
+    );
+
+    let listed = repo.run(&["repair", "snapshots", "--read-data"]);
+    assert_eq!(
+        listed.code(),
+        Some(0),
+        "repair snapshots whose damaged snapshots are all marked should exit 0\n{}",
+        listed.describe()
+    );
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .contains(&format!("damaged snapshot {marked_id}, already marked")),
+        "repair snapshots should say that {marked_id} is marked already\n{}",
+        all_output(&listed)
+    );
+    assert!(
+        !all_output(&listed).contains("--mark-damaged"),
+        "repair snapshots should not suggest marking snapshots that are marked already\n{}",
+        all_output(&listed)
+    );
+
+    // New damage in a snapshot that is not marked fails the check again.
+    let second_pack = object_name(repo, &second_packs[0]);
+    flip_middle_byte(&second_packs[0]);
+    let new_damage = repo.run(&["check", "--read-data"]);
+    assert_eq!(
+        new_damage.code(),
+        Some(3),
+        "check of new damage beside known damage should exit 3\n{}",
+        new_damage.describe()
+    );
+    assert!(
+        new_damage
+            .stderr
+            .contains(&format!("damaged: {second_pack}")),
+        "check should name the newly damaged pack {second_pack}, stderr:\n{}",
+        new_damage.stderr
+    );
+    assert!(
+        new_damage.stderr.contains(&setup.second_id),
+        "check should name snapshot {} that uses the newly damaged pack, stderr:\n{}",
+        setup.second_id,
+        new_damage.stderr
+    );
+    // A flipped byte can also make the second snapshot's chunk list
+    // unreadable, which is a problem of its own.
+    let new_problems = new_damage
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with("damaged: "))
+        .count();
+    assert!(
+        new_damage
+            .stderr
+            .contains(&format!("\n{new_problems} problem(s) found")),
+        "check should count only the {new_problems} new problem(s), stderr:\n{}",
+        new_damage.stderr
+    );
+    assert!(
+        new_damage
+            .stderr
+            .contains("cairn repair snapshots --mark-damaged"),
+        "check of new damage should suggest marking the snapshot, stderr:\n{}",
+        new_damage.stderr
+    );
 }

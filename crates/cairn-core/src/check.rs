@@ -5,6 +5,9 @@
 //! size. Reading data downloads packs, checks each pack's bytes against its
 //! name, its header against the index, and every blob's tag and content hash.
 //! Each problem names the damaged object and the snapshots that depend on it.
+//! A problem on which only snapshots marked damaged depend is known damage:
+//! the operator already recorded it with `cairn repair snapshots
+//! --mark-damaged`, so it is reported but does not fail the check.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -40,6 +43,9 @@ pub struct Problem {
     pub message: String,
     /// Ids of the snapshots that depend on the object.
     pub snapshots: Vec<String>,
+    /// True when at least one snapshot depends on the object and every
+    /// one of them is marked damaged, so the damage is already recorded.
+    pub marked: bool,
 }
 
 /// Result of a check.
@@ -60,6 +66,15 @@ pub struct CheckReport {
     pub unindexed_packs: usize,
     /// Problems found; empty means the repository is intact.
     pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Returns the problems that are not known damage, that is, all but
+    /// those on which only snapshots marked damaged depend. The check
+    /// fails when there is at least one.
+    pub fn unmarked_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|problem| !problem.marked)
+    }
 }
 
 /// Findings of the structural check for one chunk list.
@@ -112,6 +127,7 @@ impl Repository {
                 object: object.clone(),
                 message: reason.clone(),
                 snapshots: Vec::new(),
+                marked: false,
             });
         }
         self.check_index_objects(&mut report)?;
@@ -125,6 +141,7 @@ impl Repository {
                 object,
                 message,
                 snapshots: Vec::new(),
+                marked: false,
             });
         }
         let packs = self.index.packs()?;
@@ -151,6 +168,7 @@ impl Repository {
                     object: pack::pack_path(&info.name),
                     message: format!("pack is missing or is not {} bytes long", info.size),
                     snapshots: sorted(dependents.get(&info.name)),
+                    marked: false,
                 });
             }
         }
@@ -175,16 +193,19 @@ impl Repository {
                     object: path,
                     message: problem_message(&e),
                     snapshots: sorted(dependents.get(&info.name)),
+                    marked: false,
                 }),
             }
             report.packs_read += 1;
             report.bytes_read += info.size;
             progress.pack_done(info.size);
         }
+        mark_known_damage(&mut report.problems, &snapshots);
         info!(
             snapshots = report.snapshots,
             packs_read = report.packs_read,
             problems = report.problems.len(),
+            known = report.problems.iter().filter(|p| p.marked).count(),
             "check finished"
         );
         Ok(report)
@@ -224,6 +245,7 @@ impl Repository {
                         problem_message(&e)
                     ),
                     snapshots: Vec::new(),
+                    marked: false,
                 });
             }
         }
@@ -242,6 +264,7 @@ impl Repository {
                     object: object.path.clone(),
                     message: "object name is not a snapshot id".into(),
                     snapshots: Vec::new(),
+                    marked: false,
                 });
                 continue;
             };
@@ -255,6 +278,7 @@ impl Repository {
                     object: snapshot::snapshot_path(&id),
                     message: problem_message(&e),
                     snapshots: vec![id.to_hex()],
+                    marked: false,
                 }),
             }
         }
@@ -329,6 +353,7 @@ impl Repository {
                             entry.name
                         ),
                         snapshots: vec![snapshot_id.clone()],
+                        marked: false,
                     });
                 }
             }
@@ -342,6 +367,7 @@ impl Repository {
                         missing[0]
                     ),
                     snapshots: vec![snapshot_id.clone()],
+                    marked: false,
                 });
             }
         }
@@ -385,6 +411,23 @@ fn problem_message(error: &Error) -> String {
     match error {
         Error::Corrupt { reason, .. } => reason.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Sets [`Problem::marked`] on each problem whose dependent snapshots are
+/// all marked damaged.
+// NOTE: damage found later in data that only marked snapshots use is known
+// damage too. Such snapshots are already excluded from `latest` and from
+// retention, so the new damage changes nothing that can still be restored.
+fn mark_known_damage(problems: &mut [Problem], snapshots: &[(Id, Snapshot)]) {
+    let marked: std::collections::HashSet<String> = snapshots
+        .iter()
+        .filter(|(_, snapshot)| snapshot.damaged.is_some())
+        .map(|(id, _)| id.to_hex())
+        .collect();
+    for problem in problems {
+        problem.marked =
+            !problem.snapshots.is_empty() && problem.snapshots.iter().all(|id| marked.contains(id));
     }
 }
 

@@ -117,15 +117,19 @@ pub struct DamagedSnapshot {
     pub id: String,
     /// Missing or damaged objects, one line per problem.
     pub reasons: Vec<String>,
-    /// Id of the snapshot object that now records the damage, when marked.
+    /// Id of the snapshot object that now records the damage, when this
+    /// run marked it.
     pub marked_as: Option<String>,
+    /// True when the snapshot was marked damaged before this run.
+    pub already_marked: bool,
 }
 
 impl Repository {
     /// Finds snapshots that reference missing or damaged blobs, by the
     /// structural check or, with `read_data`, by reading every pack. With
-    /// `mark`, each one is rewritten with a [`Damage`] record, so `snapshots`
-    /// shows it and retention stops counting it; nothing is deleted.
+    /// `mark`, each one not marked yet is rewritten with a [`Damage`]
+    /// record, so `snapshots` shows it and retention stops counting it.
+    /// Nothing is deleted.
     pub fn repair_snapshots(
         &mut self,
         read_data: bool,
@@ -146,27 +150,33 @@ impl Repository {
                     .push(format!("{}: {}", problem.object, problem.message));
             }
         }
+        let snapshots = self.index.snapshots()?;
+        let is_marked = |id: &str| {
+            snapshots
+                .iter()
+                .any(|(known, snapshot)| known.to_hex() == id && snapshot.damaged.is_some())
+        };
         let mut damaged: Vec<DamagedSnapshot> = by_snapshot
             .into_iter()
             .map(|(id, reasons)| DamagedSnapshot {
+                already_marked: is_marked(&id),
                 id,
                 reasons,
                 marked_as: None,
             })
             .collect();
-        if !mark || damaged.is_empty() {
+        if !mark || damaged.iter().all(|found| found.already_marked) {
             return Ok(damaged);
         }
         let _lock = Lock::shared(&self.storage, &self.keys, "repair snapshots")?;
-        let snapshots = self.index.snapshots()?;
         for found in &mut damaged {
+            if found.already_marked {
+                continue;
+            }
             let Some((id, snapshot)) = snapshots.iter().find(|(id, _)| id.to_hex() == found.id)
             else {
                 continue;
             };
-            if snapshot.damaged.is_some() {
-                continue;
-            }
             let mut marked = snapshot.clone();
             marked.damaged = Some(Damage {
                 reason: found.reasons.join("; "),

@@ -1,7 +1,7 @@
 //! `cairn check`.
 
 use anyhow::Result;
-use cairn_core::check::ReadData;
+use cairn_core::check::{CheckReport, ReadData};
 use clap::Args;
 use indicatif::HumanBytes;
 
@@ -29,7 +29,8 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(fraction)
 }
 
-/// Checks the repository; exits with code 3 when anything is damaged.
+/// Checks the repository. Exits with code 3 when it finds damage other
+/// than damage on which only snapshots marked damaged depend.
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "check")?;
@@ -46,58 +47,91 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     let result = repository.check(read_data, &bar);
     bar.finish();
     let report = result?;
+    let unmarked = report.unmarked_problems().count();
     if global.json {
         super::print_json(&report)?;
     } else {
-        for problem in &report.problems {
-            let dependents = if problem.snapshots.is_empty() {
-                "no snapshot is known to depend on it".to_string()
-            } else {
-                format!(
-                    "snapshots depending on it: {}",
-                    problem.snapshots.join(", ")
-                )
-            };
-            eprintln!(
-                "damaged: {}: {}; {}",
-                problem.object, problem.message, dependents
-            );
-        }
-        crate::say!(
-            "checked {} snapshot(s) and {} pack(s); read and verified {} pack(s), {} blob(s), {}",
-            report.snapshots,
-            report.packs,
-            report.packs_read,
-            report.blobs_verified,
-            HumanBytes(report.bytes_read)
-        );
-        if report.unindexed_packs > 0 && report.problems.is_empty() {
-            crate::say!(
-                "{} pack(s) are not named by any index object (left by an interrupted backup or prune); the next prune removes them",
-                report.unindexed_packs
-            );
-        }
-        if report.problems.is_empty() {
-            crate::say!("no errors were found");
-        } else {
-            eprintln!(
-                "{} problem(s) found; do not rely on the listed snapshots. If a copy of the repository exists, restore the named objects from it.",
-                report.problems.len()
-            );
-            if report.unindexed_packs > 0 {
-                eprintln!(
-                    "{} pack(s) are not named by any index object; if index objects were lost or damaged, `cairn repair index` rebuilds them from the packs",
-                    report.unindexed_packs
-                );
-            }
-            eprintln!(
-                "`cairn repair packs` salvages the intact blobs of damaged packs and takes those packs out of use, so the next backups store lost data again; `cairn repair snapshots --mark-damaged` records which snapshots stay damaged"
-            );
-        }
+        print_report(&report, unmarked)?;
     }
-    if report.problems.is_empty() {
+    if unmarked == 0 {
         Ok(())
     } else {
         Err(Reported(EXIT_INTEGRITY).into())
     }
+}
+
+/// Prints each problem to stderr, then the summary and the next steps.
+fn print_report(report: &CheckReport, unmarked: usize) -> Result<()> {
+    for problem in &report.problems {
+        if problem.marked {
+            eprintln!(
+                "damaged, already marked: {}: {}; only snapshots marked damaged depend on it: {}",
+                problem.object,
+                problem.message,
+                problem.snapshots.join(", ")
+            );
+            continue;
+        }
+        let dependents = if problem.snapshots.is_empty() {
+            "no snapshot is known to depend on it".to_string()
+        } else {
+            format!(
+                "snapshots depending on it: {}",
+                problem.snapshots.join(", ")
+            )
+        };
+        eprintln!(
+            "damaged: {}: {}; {}",
+            problem.object, problem.message, dependents
+        );
+    }
+    crate::say!(
+        "checked {} snapshot(s) and {} pack(s); read and verified {} pack(s), {} blob(s), {}",
+        report.snapshots,
+        report.packs,
+        report.packs_read,
+        report.blobs_verified,
+        HumanBytes(report.bytes_read)
+    );
+    if report.unindexed_packs > 0 && unmarked == 0 {
+        crate::say!(
+            "{} pack(s) are not named by any index object (left by an interrupted backup or prune); the next prune removes them",
+            report.unindexed_packs
+        );
+    }
+    let known = report.problems.len() - unmarked;
+    if known > 0 {
+        crate::say!(
+            "{known} known problem(s) affect only snapshots already marked damaged; `latest` and retention leave those snapshots out"
+        );
+    }
+    if unmarked == 0 {
+        if known == 0 {
+            crate::say!("no errors were found");
+        } else {
+            crate::say!("no new damage was found");
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "{unmarked} problem(s) found; do not rely on the listed snapshots. If a copy of the repository exists, restore the named objects from it."
+    );
+    if report.unindexed_packs > 0 {
+        eprintln!(
+            "{} pack(s) are not named by any index object; if index objects were lost or damaged, `cairn repair index` rebuilds them from the packs",
+            report.unindexed_packs
+        );
+    }
+    eprintln!(
+        "`cairn repair packs` salvages the intact blobs of damaged packs and takes those packs out of use, so the next backups store lost data again."
+    );
+    let unmarked_snapshots = report
+        .unmarked_problems()
+        .any(|problem| !problem.snapshots.is_empty());
+    if unmarked_snapshots {
+        eprintln!(
+            "`cairn repair snapshots --mark-damaged` records which snapshots stay damaged; later checks then report their damage as known and exit 0"
+        );
+    }
+    Ok(())
 }

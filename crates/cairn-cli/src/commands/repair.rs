@@ -68,6 +68,7 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
             mark_damaged,
         } => {
             let damaged = repository.repair_snapshots(read_data, mark_damaged)?;
+            let unmarked = damaged.iter().filter(|s| !s.already_marked).count();
             if global.json {
                 super::print_json(&damaged)?;
             } else if damaged.is_empty() && read_data {
@@ -78,7 +79,11 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
                 );
             } else {
                 for snapshot in &damaged {
-                    crate::say!("damaged snapshot {}", snapshot.id);
+                    if snapshot.already_marked {
+                        crate::say!("damaged snapshot {}, already marked", snapshot.id);
+                    } else {
+                        crate::say!("damaged snapshot {}", snapshot.id);
+                    }
                     for reason in &snapshot.reasons {
                         crate::say!("  {reason}");
                     }
@@ -87,13 +92,15 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
                     }
                 }
             }
-            if damaged.is_empty() {
+            if unmarked == 0 {
+                if !damaged.is_empty() && !global.json {
+                    crate::say!("every damaged snapshot is already marked; nothing to record");
+                }
                 Ok(())
             } else {
                 if !mark_damaged {
                     eprintln!(
-                        "{} damaged snapshot(s); run the same command with --mark-damaged to record it in them",
-                        damaged.len()
+                        "{unmarked} damaged snapshot(s) not marked yet; run the same command with --mark-damaged to record the damage in them"
                     );
                 }
                 Err(Reported(EXIT_INTEGRITY).into())

@@ -424,3 +424,66 @@ fn damaged_newest_snapshot_blocks_latest() {
     }
     assert_restores(&repo, &format!("{monday_id}:db.dump"), &monday);
 }
+
+/// Asserts that some line of the output names `object` and that no line names
+/// it twice.
+fn assert_named_once(output: &Output, object: &str, action: &str) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        output.stderr
+    );
+    let lines: Vec<&str> = text.lines().filter(|line| line.contains(object)).collect();
+    assert!(
+        !lines.is_empty(),
+        "{action} should name {object}\n{}",
+        output.describe()
+    );
+    for line in lines {
+        assert_eq!(
+            line.matches(object).count(),
+            1,
+            "{action} names {object} more than once in this line:\n{line}"
+        );
+    }
+}
+
+#[test]
+fn damage_messages_name_object_once() {
+    let setup = two_backups();
+    let repo = &setup.repo;
+    let audit_records = files_under(&repo.path.join("audit"));
+    assert!(
+        !audit_records.is_empty(),
+        "the backups should have written audit records"
+    );
+    let index_object = object_name(repo, &setup.first_index_objects[0]);
+    let audit_record = object_name(repo, &audit_records[0]);
+    let snapshot_object = format!("snapshots/{}", setup.second_id);
+    let pack = object_name(repo, &setup.second_packs[0]);
+    let damaged = [&index_object, &audit_record, &snapshot_object, &pack];
+    for object in damaged {
+        let path = repo.path.join(object);
+        let mut bytes = read(&path);
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        write(&path, &bytes);
+    }
+    // A new cache makes cairn read every index object, snapshot and audit
+    // record again, and warn about the damaged ones.
+    fs::remove_dir_all(&repo.cache).expect("failed to delete the cache");
+    fs::create_dir(&repo.cache).expect("failed to recreate the cache folder");
+
+    let checked = check_fails(repo, &["check", "--read-data"]);
+    for object in damaged {
+        assert_named_once(&checked, object, "check --read-data");
+    }
+
+    let pruned = repo.run(&["prune"]);
+    assert_exit(&pruned, 3, "prune with a damaged index object");
+    assert_named_once(&pruned, &index_object, "prune");
+
+    let repaired = repo.run(&["repair", "packs"]);
+    assert_exit(&repaired, 0, "repair packs");
+    assert_named_once(&repaired, &pack, "repair packs");
+}

@@ -142,7 +142,10 @@ pub(crate) fn check(repository: &Repository) -> Result<Vec<(String, String)>> {
             .and_then(|bytes| decode(&repository.keys, &id, &bytes));
         match decoded {
             Ok(record) => records.push((id, record)),
-            Err(e) => problems.push((path, e.to_string())),
+            Err(e) => {
+                let reason = e.message_without(&path);
+                problems.push((path, reason));
+            }
         }
     }
     for (id, record) in &records {

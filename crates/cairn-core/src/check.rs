@@ -190,8 +190,8 @@ impl Repository {
                     report.blobs_verified += blobs;
                 }
                 Err(e) => report.problems.push(Problem {
+                    message: e.message_without(&path),
                     object: path,
-                    message: problem_message(&e),
                     snapshots: sorted(dependents.get(&info.name)),
                     marked: false,
                 }),
@@ -239,11 +239,11 @@ impl Repository {
                 .and_then(|bytes| index_object::decode(&self.keys, &name, &bytes));
             if let Err(e) = decoded {
                 report.problems.push(Problem {
-                    object: object.path,
                     message: format!(
                         "{}; `cairn repair index` rewrites the index from the packs",
-                        problem_message(&e)
+                        e.message_without(&object.path)
                     ),
+                    object: object.path,
                     snapshots: Vec::new(),
                     marked: false,
                 });
@@ -275,8 +275,8 @@ impl Repository {
             match decoded {
                 Ok(snapshot) => snapshots.push((id, snapshot)),
                 Err(e) => report.problems.push(Problem {
+                    message: e.message_without(&object.path),
                     object: snapshot::snapshot_path(&id),
-                    message: problem_message(&e),
                     snapshots: vec![id.to_hex()],
                     marked: false,
                 }),
@@ -296,11 +296,19 @@ impl Repository {
         let chunks = match self.load_list(list) {
             Ok(chunks) => chunks,
             Err(e) => {
-                let object = match self.index.lookup_any(&list_id)? {
-                    Some(location) => pack::pack_path(&location.pack),
-                    None => format!("chunk list {}", list.id),
-                };
-                findings.unreadable = Some((object, problem_message(&e)));
+                findings.unreadable = Some(match self.index.lookup_any(&list_id)? {
+                    Some(location) => {
+                        let object = pack::pack_path(&location.pack);
+                        let message = e.message_without(&object);
+                        (object, message)
+                    }
+                    // The error is MissingChunk, whose text names the list
+                    // again and suggests the check that is running.
+                    None => (
+                        format!("chunk list {}", list.id),
+                        "no index object names it".to_string(),
+                    ),
+                });
                 return Ok(findings);
             }
         };
@@ -404,13 +412,6 @@ impl Repository {
             pack::open_blob(keys, entry, &bytes[start..end], &path).map(|_| ())
         })?;
         Ok(header.len() as u64)
-    }
-}
-
-fn problem_message(error: &Error) -> String {
-    match error {
-        Error::Corrupt { reason, .. } => reason.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -243,11 +243,92 @@ impl Error {
         }
     }
 
+    /// Returns the message for output that names `object` already: without
+    /// the object name when the error is about `object`, and whole
+    /// otherwise. For a blob of the pack `object`, whose errors name
+    /// `data/ab/ab12… (blob cd34…)`, the blob id stays.
+    pub fn message_without(&self, object: &str) -> String {
+        match self {
+            Error::Corrupt {
+                object: named,
+                reason,
+            } => match named.strip_prefix(object) {
+                Some("") => reason.clone(),
+                Some(rest) if rest.starts_with(" (") && rest.ends_with(')') => {
+                    format!("{}: {reason}", &rest[2..rest.len() - 1])
+                }
+                _ => self.to_string(),
+            },
+            Error::UnsupportedVersion {
+                object: named,
+                found,
+                supported,
+            } if named == object => format!(
+                "written in format version {found}, but this cairn reads version {supported}; upgrade cairn"
+            ),
+            Error::Storage {
+                operation,
+                path,
+                source,
+            } if path == object => format!("storage {operation} failed: {source}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Builds a [`Error::Io`] with a context string.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = "data/ab/ab12";
+
+    #[test]
+    fn message_without_same_object() {
+        let error = Error::corrupt(PACK, "authentication failed");
+        assert_eq!(error.message_without(PACK), "authentication failed");
+    }
+
+    #[test]
+    fn message_without_keeps_blob_id() {
+        let error = Error::corrupt(format!("{PACK} (blob cd34)"), "authentication failed");
+        assert_eq!(
+            error.message_without(PACK),
+            "blob cd34: authentication failed"
+        );
+    }
+
+    #[test]
+    fn message_without_other_object() {
+        let error = Error::corrupt("snapshots/ef56", "invalid JSON");
+        assert_eq!(
+            error.message_without(PACK),
+            "snapshots/ef56 is damaged: invalid JSON"
+        );
+        let longer_name = Error::corrupt(format!("{PACK}99"), "invalid JSON");
+        assert_eq!(
+            longer_name.message_without(PACK),
+            format!("{PACK}99 is damaged: invalid JSON")
+        );
+    }
+
+    #[test]
+    fn message_without_version() {
+        let error = Error::UnsupportedVersion {
+            object: PACK.to_string(),
+            found: 9,
+            supported: 1,
+        };
+        let message = error.message_without(PACK);
+        assert!(!message.contains(PACK), "{message}");
+        assert!(message.contains("format version 9"), "{message}");
+        assert!(message.contains("upgrade cairn"), "{message}");
     }
 }

@@ -290,8 +290,9 @@ impl Index {
                     report.loaded += 1;
                 }
                 Err(e) => {
-                    warn!(object = %path, error = %e, "skipping unreadable index object; run `cairn check`");
-                    report.unreadable.push((path, e.to_string()));
+                    let reason = e.message_without(&path);
+                    warn!(object = %path, error = %reason, "skipping unreadable index object; run `cairn check`");
+                    report.unreadable.push((path, reason));
                 }
             }
         }
@@ -425,8 +426,9 @@ impl Index {
                         .map_err(self.err())?;
                 }
                 Err(e) => {
-                    warn!(object = %path, error = %e, "skipping unreadable snapshot; run `cairn check`");
-                    unreadable.push((path, e.to_string()));
+                    let reason = e.message_without(&path);
+                    warn!(object = %path, error = %reason, "skipping unreadable snapshot; run `cairn check`");
+                    unreadable.push((path, reason));
                 }
             }
         }
@@ -451,7 +453,7 @@ impl Index {
             {
                 Ok(record) => self.insert_audit(&id, &record)?,
                 Err(e) => {
-                    warn!(object = %path, error = %e, "skipping unreadable audit record; run `cairn check`")
+                    warn!(object = %path, error = %e.message_without(&path), "skipping unreadable audit record; run `cairn check`")
                 }
             }
         }

@@ -50,10 +50,9 @@ impl Repository {
             match self.read_pack_header(&object.path, object.size) {
                 Ok(record) => records.push(record),
                 Err(e) => {
-                    warn!(pack = %object.path, error = %e, "pack header unreadable; its blobs are left out of the index");
-                    report
-                        .unreadable_packs
-                        .push((object.path.clone(), e.to_string()));
+                    let reason = e.message_without(&object.path);
+                    warn!(pack = %object.path, error = %reason, "pack header unreadable; its blobs are left out of the index");
+                    report.unreadable_packs.push((object.path.clone(), reason));
                 }
             }
         }
@@ -236,8 +235,9 @@ impl Repository {
                 self.verify_pack(&info.name).map(|_| ())
             };
             if let Err(e) = verdict {
-                warn!(pack = %path, error = %e, "damaged pack");
-                report.damaged_packs.push((path, e.to_string()));
+                let reason = e.message_without(&path);
+                warn!(pack = %path, error = %reason, "damaged pack");
+                report.damaged_packs.push((path, reason));
                 damaged.push(info.name);
             }
         }

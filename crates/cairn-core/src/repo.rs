@@ -159,7 +159,7 @@ impl Repository {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(key = %object.path, error = %e, "key object is damaged");
+                    tracing::warn!(key = %object.path, error = %e.message_without(&object.path), "key object is damaged");
                     first_damage.get_or_insert(e);
                 }
             }

@@ -1,7 +1,7 @@
 //! `cairn check`.
 
 use anyhow::Result;
-use cairn_core::check::{CheckReport, ReadData};
+use cairn_core::check::{CheckReport, Problem, ReadData};
 use clap::Args;
 use indicatif::HumanBytes;
 
@@ -60,30 +60,38 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     }
 }
 
+/// Describes the snapshots that depend on a problem's object. Returns `None`
+/// when the object is the snapshot object of the only such snapshot, which
+/// the object name already names.
+fn dependents(problem: &Problem) -> Option<String> {
+    if let [id] = problem.snapshots.as_slice()
+        && problem.object == format!("snapshots/{id}")
+    {
+        return None;
+    }
+    let ids = problem.snapshots.join(", ");
+    Some(match (problem.snapshots.is_empty(), problem.marked) {
+        (true, _) => "no snapshot is known to depend on it".to_string(),
+        (false, true) => format!("only snapshots marked damaged depend on it: {ids}"),
+        (false, false) => format!("snapshots depending on it: {ids}"),
+    })
+}
+
 /// Prints each problem to stderr, then the summary and the next steps.
 fn print_report(report: &CheckReport, unmarked: usize) -> Result<()> {
     for problem in &report.problems {
-        if problem.marked {
-            eprintln!(
-                "damaged, already marked: {}: {}; only snapshots marked damaged depend on it: {}",
-                problem.object,
-                problem.message,
-                problem.snapshots.join(", ")
-            );
-            continue;
-        }
-        let dependents = if problem.snapshots.is_empty() {
-            "no snapshot is known to depend on it".to_string()
+        let label = if problem.marked {
+            "damaged, already marked"
         } else {
-            format!(
-                "snapshots depending on it: {}",
-                problem.snapshots.join(", ")
-            )
+            "damaged"
         };
-        eprintln!(
-            "damaged: {}: {}; {}",
-            problem.object, problem.message, dependents
-        );
+        match dependents(problem) {
+            Some(dependents) => eprintln!(
+                "{label}: {}: {}; {dependents}",
+                problem.object, problem.message
+            ),
+            None => eprintln!("{label}: {}: {}", problem.object, problem.message),
+        }
     }
     crate::say!(
         "checked {} snapshot(s) and {} pack(s); read and verified {} pack(s), {} blob(s), {}",

@@ -161,7 +161,9 @@ pub fn read_records(repository: &Repository) -> Result<Vec<(Id, DrillRecord)>> {
         let bytes = repository.storage.read(&path)?;
         match decode_record(&repository.keys, &id, &bytes) {
             Ok(record) => records.push((id, record)),
-            Err(e) => warn!(record = %path, error = %e, "skipping an unreadable drill record"),
+            Err(e) => {
+                warn!(record = %path, error = %e.message_without(&path), "skipping an unreadable drill record");
+            }
         }
     }
     records.sort_by(|a, b| a.1.time.cmp(&b.1.time));
@@ -206,7 +208,8 @@ pub(crate) fn check_records(repository: &Repository) -> Result<Vec<(String, Stri
             .read(&path)
             .and_then(|bytes| decode_record(&repository.keys, &id, &bytes));
         if let Err(e) = checked {
-            problems.push((path, e.to_string()));
+            let reason = e.message_without(&path);
+            problems.push((path, reason));
         }
     }
     Ok(problems)

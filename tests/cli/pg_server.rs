@@ -540,6 +540,128 @@ fn pg_drill_names_table_that_differs() {
     );
 }
 
+/// Rewrites the newest snapshot with its PostgreSQL metadata changed by
+/// `edit`; returns the new snapshot's id.
+fn rewrite_pg_meta(
+    repo: &Repo,
+    edit: impl FnOnce(&mut cairn_core::pg::meta::PgSnapshot),
+) -> String {
+    let storage = cairn_core::storage::Storage::open_local(&repo.path).expect("open storage");
+    let repository =
+        cairn_core::Repository::open(storage, PASSWORD.as_bytes(), &repo.cache).expect("open");
+    let (_, mut snapshot) = repository.find_snapshot("latest").expect("latest");
+    edit(snapshot.postgres.as_mut().expect("pg metadata"));
+    let (id, bytes) = snapshot.encode(&repository.keys).expect("encode");
+    repository
+        .storage
+        .write(&cairn_core::snapshot::snapshot_path(&id), bytes)
+        .expect("write snapshot");
+    id.to_hex()
+}
+
+#[test]
+fn pg_drill_names_every_failed_database() {
+    let source = Cluster::start();
+    source.run_script(
+        "postgres",
+        "CREATE DATABASE alpha; CREATE DATABASE beta; CREATE DATABASE gamma;",
+    );
+    for database in ["alpha", "beta", "gamma"] {
+        source.run_script(
+            database,
+            "CREATE TABLE items AS SELECT i AS id, md5(i::text) AS name FROM generate_series(1, 500) AS i;",
+        );
+    }
+    let repo = Repo::init();
+    pg_backup(
+        &repo,
+        &[
+            "alpha",
+            "beta",
+            "gamma",
+            "--connection",
+            &conninfo(&source, "postgres"),
+        ],
+    );
+
+    // alpha records a locale that the scratch server lacks, so its scratch
+    // database cannot be created. gamma records one row more than its dump
+    // holds. beta is intact.
+    let tampered = rewrite_pg_meta(&repo, |meta| {
+        for database in &mut meta.databases {
+            match database.name.as_str() {
+                "alpha" => database.collate = "xx_XX.UTF-8".into(),
+                "gamma" => database.evidence.tables[0].rows += 1,
+                _ => {}
+            }
+        }
+    });
+    let scratch = Cluster::start();
+    let failed = repo.run(&[
+        "pg",
+        "verify",
+        &tampered[..12],
+        "--scratch",
+        &conninfo(&scratch, "postgres"),
+    ]);
+    assert_eq!(
+        failed.code(),
+        Some(3),
+        "a drill with failed databases should exit 3\n{}",
+        failed.describe()
+    );
+    let headline = failed
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("cairn: error"))
+        .unwrap_or_else(|| panic!("no error line\n{}", failed.describe()));
+    assert!(
+        headline.contains("alpha, gamma"),
+        "the first error line should name both failed databases\n{}",
+        failed.describe()
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("database alpha: cannot create database"),
+        "the drill should say what failed for alpha\n{}",
+        failed.describe()
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("database gamma: table public.items: 500 rows restored, 501 at backup time"),
+        "the drill should go on after alpha and say what failed for gamma\n{}",
+        failed.describe()
+    );
+    assert!(
+        !failed.stderr.contains("database beta:"),
+        "the intact database beta should not be listed as failed\n{}",
+        failed.describe()
+    );
+
+    let listed = repo.snapshots();
+    let record = listed
+        .iter()
+        .find(|s| string_field(s, "id") == tampered)
+        .expect("tampered snapshot listed");
+    assert_eq!(record["drill"]["passed"], Value::Bool(false), "{record}");
+    let checked: Vec<String> = array_field(&record["drill"], "databases")
+        .iter()
+        .map(|db| string_field(db, "name"))
+        .collect();
+    assert_eq!(
+        checked,
+        ["alpha", "beta", "gamma"],
+        "the drill record should cover every database"
+    );
+    let leftovers = scratch.query(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'",
+    );
+    assert_eq!(leftovers, "0", "scratch databases were not dropped");
+}
+
 fn assert_no_snapshot(repo: &Repo, label: &str) {
     assert!(
         repo.snapshots().is_empty(),

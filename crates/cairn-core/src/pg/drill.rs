@@ -120,6 +120,16 @@ impl DrillRecord {
         }
         out
     }
+
+    /// Returns the names of the databases that failed the drill: those with
+    /// differences or a failed pg_amcheck.
+    pub fn failed_databases(&self) -> Vec<&str> {
+        self.databases
+            .iter()
+            .filter(|db| !db.differences.is_empty() || db.amcheck.starts_with("failed"))
+            .map(|db| db.name.as_str())
+            .collect()
+    }
 }
 
 fn default_true() -> bool {
@@ -330,8 +340,14 @@ pub fn drill(
     let stored = store_record(repository, &record)?;
     info!(record = %stored.short(), passed = record.passed, "drill record stored");
     if !record.passed {
+        let failed = record.failed_databases();
+        let failed_clause = if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" for database(s) {}", failed.join(", "))
+        };
         return Err(Error::DrillFailed(format!(
-            "restore drill of snapshot {} FAILED:\n  {}",
+            "restore drill of snapshot {} FAILED{failed_clause}:\n  {}",
             id.short(),
             record.problems().join("\n  ")
         )));
@@ -375,13 +391,10 @@ fn run_drill(
         .filter(|r| !present.contains(r))
         .cloned()
         .collect();
-    for source in selected {
-        let name = scratch_name(&source.name);
-        create_database(session, &name, source)?;
-        restore::apply_database_properties(tools, &options.scratch, maintenance, &name, source)?;
+    for (position, source) in selected.iter().enumerate() {
         let mut result = DrillDatabase {
             name: source.name.clone(),
-            scratch_name: name.clone(),
+            scratch_name: scratch_name(&source.name),
             restore_secs: 0.0,
             tables: 0,
             rows: 0,
@@ -389,48 +402,127 @@ fn run_drill(
             amcheck: "skipped: not run".into(),
             kept: options.keep,
         };
-        let restore_started = Instant::now();
-        let loaded = restore::load(
-            repository,
-            snapshot,
-            source,
-            tools,
-            &options.scratch,
-            &name,
-            &[],
-            1,
-            &options.temp_dir,
-            progress,
-        );
-        result.restore_secs = restore_started.elapsed().as_secs_f64();
-        if let Err(e) = loaded {
-            result.differences.push(format!("the restore failed: {e}"));
-            record.databases.push(result);
-            continue;
-        }
-        let mut scratch = Session::connect(tools, &options.scratch, &name)?;
-        scratch.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
-        let found = evidence::collect(&mut scratch, source.evidence.checksums)?;
-        scratch.execute("COMMIT")?;
-        scratch.close()?;
-        result.tables = found.tables.len();
-        result.rows = found.tables.iter().map(|t| t.rows).sum();
-        result.differences = evidence::compare(&source.evidence, &found);
-        result.amcheck = if options.no_amcheck {
-            "skipped: --no-amcheck".into()
-        } else {
-            amcheck(tools, &options.scratch, &name)
+        // A failure stops the drill of this database only, so that the
+        // record names every database that failed and what failed for it.
+        let created = create_database(session, &result.scratch_name, source);
+        let checked = match &created {
+            Ok(()) => drill_database(
+                repository,
+                snapshot,
+                source,
+                tools,
+                options,
+                maintenance,
+                &mut result,
+                progress,
+            ),
+            Err(e) => {
+                result.kept = false;
+                Err(e.to_string())
+            }
         };
-        info!(
-            database = %source.name,
-            tables = result.tables,
-            differences = result.differences.len(),
-            amcheck = %result.amcheck,
-            "database checked"
-        );
+        if let Err(reason) = checked {
+            warn!(database = %source.name, error = %reason, "drill of a database failed");
+            result.differences.push(reason);
+        }
         record.databases.push(result);
+        if created.is_err() {
+            // psql runs with ON_ERROR_STOP, so the failed CREATE DATABASE
+            // ended the maintenance session.
+            *session = Session::connect(tools, &options.scratch, maintenance)
+                .map_err(|e| reconnect_failed(&source.name, &selected[position + 1..], &e))?;
+        }
     }
     Ok(())
+}
+
+/// Builds the error for a maintenance session that could not be opened
+/// again after the drill of database `failed` ended it.
+fn reconnect_failed(failed: &str, remaining: &[&PgDatabase], error: &Error) -> Error {
+    let skipped = if remaining.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = remaining.iter().map(|d| d.name.as_str()).collect();
+        format!(", so database(s) {} were not checked", names.join(", "))
+    };
+    Error::Postgres(format!(
+        "cannot reconnect to the scratch server after the drill of database {failed} failed{skipped}: {error}"
+    ))
+}
+
+/// Restores one database into its scratch database, which exists already,
+/// and compares it with the evidence recorded at backup time. Fills in
+/// `result`. Returns the reason, worded for the drill record, when a step
+/// failed before the comparison.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the same inputs as run_drill, one database at a time"
+)]
+fn drill_database(
+    repository: &Repository,
+    snapshot: &Snapshot,
+    source: &PgDatabase,
+    tools: &Tools,
+    options: &DrillOptions,
+    maintenance: &str,
+    result: &mut DrillDatabase,
+    progress: &dyn RestoreProgress,
+) -> std::result::Result<(), String> {
+    let name = result.scratch_name.clone();
+    restore::apply_database_properties(tools, &options.scratch, maintenance, &name, source)
+        .map_err(|e| format!("cannot restore the database's owner, grants and settings: {e}"))?;
+
+    let restore_started = Instant::now();
+    let loaded = restore::load(
+        repository,
+        snapshot,
+        source,
+        tools,
+        &options.scratch,
+        &name,
+        &[],
+        1,
+        &options.temp_dir,
+        progress,
+    );
+    result.restore_secs = restore_started.elapsed().as_secs_f64();
+    if let Err(e) = loaded {
+        return Err(format!("the restore failed: {e}"));
+    }
+
+    let found = read_evidence(tools, &options.scratch, &name, source.evidence.checksums)
+        .map_err(|e| format!("cannot read the restored database to compare it: {e}"))?;
+    result.tables = found.tables.len();
+    result.rows = found.tables.iter().map(|t| t.rows).sum();
+    result.differences = evidence::compare(&source.evidence, &found);
+    result.amcheck = if options.no_amcheck {
+        "skipped: --no-amcheck".into()
+    } else {
+        amcheck(tools, &options.scratch, &name)
+    };
+    info!(
+        database = %source.name,
+        tables = result.tables,
+        differences = result.differences.len(),
+        amcheck = %result.amcheck,
+        "database checked"
+    );
+    Ok(())
+}
+
+/// Records the evidence of a restored scratch database, as the backup did.
+fn read_evidence(
+    tools: &Tools,
+    target: &Target,
+    database: &str,
+    checksums: bool,
+) -> Result<super::meta::Evidence> {
+    let mut scratch = Session::connect(tools, target, database)?;
+    scratch.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    let found = evidence::collect(&mut scratch, checksums)?;
+    scratch.execute("COMMIT")?;
+    scratch.close()?;
+    Ok(found)
 }
 
 /// Runs pg_amcheck on a scratch database (heap and B-tree checks; the

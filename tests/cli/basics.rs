@@ -45,9 +45,21 @@ fn empty_stream_needs_allow_empty() {
     let rejected = repo.run_input(&["backup", "--name", "empty", "--stdin"], b"");
     assert_eq!(
         rejected.code(),
-        Some(1),
-        "backup of empty stdin without --allow-empty should exit 1\n{}",
+        Some(2),
+        "backup of empty stdin without --allow-empty should exit 2 (invalid input)\n{}",
         rejected.describe()
+    );
+    assert!(
+        rejected
+            .stderr
+            .contains("the stream for entry empty is empty"),
+        "the error should say which entry is empty, stderr:\n{}",
+        rejected.stderr
+    );
+    assert!(
+        rejected.stderr.contains("--allow-empty"),
+        "the error should name --allow-empty as the way to store an empty entry, stderr:\n{}",
+        rejected.stderr
     );
     assert!(
         repo.snapshots().is_empty(),

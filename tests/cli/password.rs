@@ -117,16 +117,51 @@ fn missing_password_without_terminal() {
     // The harness starts cairn without a controlling terminal and with stdin on
     // /dev/null, so a prompt cannot be answered and cairn must fail, not wait.
     let output = run_command(command, "cairn snapshots (no password)", None);
-    assert_ne!(
+    assert_eq!(
         output.code(),
-        Some(0),
-        "snapshots without any password source must fail\n{}",
+        Some(2),
+        "snapshots without any password source should exit 2 (invalid input)\n{}",
         output.describe()
     );
-    let lower = output.stderr.to_lowercase();
     assert!(
-        lower.contains("passphrase") || lower.contains("password"),
+        output.stderr.contains("no passphrase"),
         "the error should say that a passphrase is needed, stderr:\n{}",
+        output.stderr
+    );
+    for variable in [
+        "CAIRN_PASSWORD_FILE",
+        "CAIRN_PASSWORD_COMMAND",
+        "CAIRN_PASSWORD",
+    ] {
+        assert!(
+            output.stderr.contains(variable),
+            "the error should name {variable} as a way to give the passphrase, stderr:\n{}",
+            output.stderr
+        );
+    }
+}
+
+#[test]
+fn empty_password_file_exits_2() {
+    let repo = Repo::init();
+    let password_file = repo.work_path("empty-password.txt");
+    fs::write(&password_file, "\n").expect("failed to write the password file");
+    let mut command = repo.command(&["snapshots"]);
+    command
+        .env_remove("CAIRN_PASSWORD")
+        .env("CAIRN_PASSWORD_FILE", path_arg(&password_file));
+    let output = run_command(command, "cairn snapshots (empty password file)", None);
+    assert_eq!(
+        output.code(),
+        Some(2),
+        "snapshots with an empty password file should exit 2 (invalid input)\n{}",
+        output.describe()
+    );
+    assert!(
+        output
+            .stderr
+            .contains("the passphrase from CAIRN_PASSWORD_FILE is empty"),
+        "the error should name the empty source, stderr:\n{}",
         output.stderr
     );
 }

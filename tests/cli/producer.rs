@@ -128,9 +128,14 @@ fn silent_producer_needs_allow_empty() {
     let output = backup_from_shell(&repo, "db.dump", "true");
     assert_eq!(
         output.code(),
-        Some(1),
-        "backup of a producer that writes nothing should exit 1 without --allow-empty\n{}",
+        Some(2),
+        "backup of a producer that writes nothing should exit 2 without --allow-empty\n{}",
         output.describe()
+    );
+    assert!(
+        output.stderr.contains("--allow-empty"),
+        "the error should name --allow-empty, stderr:\n{}",
+        output.stderr
     );
     assert!(
         repo.snapshots().is_empty(),

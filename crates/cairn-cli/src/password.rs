@@ -71,7 +71,8 @@ fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
         ))
         .into());
     }
-    let passphrase = match set.first().copied() {
+    let source = set.first().copied();
+    let passphrase = match source {
         Some(name) if name == file_var => {
             let path = std::env::var_os(&file_var).unwrap_or_default();
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -108,7 +109,11 @@ fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
         None => prompt(sources, confirm)?,
     };
     if passphrase.is_empty() {
-        bail!("the passphrase is empty; an empty passphrase is not accepted");
+        let origin = source.unwrap_or("the terminal prompt");
+        return Err(cairn_core::Error::Invalid(format!(
+            "the passphrase from {origin} is empty, and cairn does not accept an empty passphrase; give the repository's passphrase there"
+        ))
+        .into());
     }
     Ok(passphrase)
 }
@@ -116,9 +121,10 @@ fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
 fn prompt(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
     let prefix = sources.prefix;
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
-        bail!(
-            "no passphrase: set {prefix}_FILE, {prefix}_COMMAND or {prefix}, or run cairn on a terminal to be prompted"
-        );
+        return Err(cairn_core::Error::Invalid(format!(
+            "no passphrase: none of {prefix}_FILE, {prefix}_COMMAND and {prefix} is set, and there is no terminal to prompt on; set one of them, or run cairn on a terminal"
+        ))
+        .into());
     }
     let first = Zeroizing::new(
         rpassword::prompt_password(sources.prompt)

@@ -143,7 +143,7 @@ pub enum Error {
 
     /// The backup stream was empty and empty streams were not allowed.
     #[error(
-        "the stream for entry {name} is empty; nothing was stored. Pass --allow-empty if an empty entry is expected"
+        "the stream for entry {name} is empty (0 bytes), so no snapshot was written; check the command, file or pipe that feeds it, or pass --allow-empty if an empty entry is expected"
     )]
     EmptyStream {
         /// Entry name.
@@ -225,11 +225,11 @@ impl Error {
             | Error::AmbiguousSnapshot { .. }
             | Error::EntryNotFound { .. }
             | Error::Invalid(_)
+            | Error::EmptyStream { .. }
             | Error::TargetExists { .. } => ErrorKind::Usage,
             Error::Storage { .. }
             | Error::Cache { .. }
             | Error::Io { .. }
-            | Error::EmptyStream { .. }
             | Error::Postgres(_)
             | Error::Interrupted => ErrorKind::Other,
         }

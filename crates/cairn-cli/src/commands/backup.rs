@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use cairn_core::backup::{BackupOptions, Source};
 use cairn_core::producer::Producer;
 use clap::Args;
@@ -59,9 +59,10 @@ fn build_sources(args: &BackupArgs) -> Result<(Vec<Source>, Option<Vec<String>>)
             cairn_core::Error::Invalid("--stdin needs --name NAME for the entry".into())
         })?;
         if std::io::stdin().is_terminal() {
-            bail!(
-                "--stdin is a terminal; pipe a stream into cairn, or let cairn run the producer: `cairn backup --name app.dump -- pg_dump -Fc -Z0 app`"
-            );
+            return Err(cairn_core::Error::Invalid(
+                "--stdin is a terminal; pipe a stream into cairn, or let cairn run the producer: `cairn backup --name app.dump -- pg_dump -Fc -Z0 app`".into(),
+            )
+            .into());
         }
         cairn_core::producer::enlarge_pipe(&std::io::stdin());
         let source = Source {

@@ -359,6 +359,61 @@ fn restore_keeps_existing_file() {
 }
 
 #[test]
+fn restore_target_folder_missing() {
+    let repo = Repo::init();
+    let id = snapshot_id(&repo.backup_stdin("db.dump", b"payload"));
+
+    let folder = repo.work_path("missing").join("folder");
+    let target = folder.join("db.dump");
+    let missing = repo.run(&["restore", &id, "--target", path_arg(&target)]);
+    assert_eq!(
+        missing.code(),
+        Some(2),
+        "restore into a folder that does not exist should exit 2 (invalid input)\n{}",
+        missing.describe()
+    );
+    assert!(
+        missing.stderr.contains(path_arg(&target)),
+        "the error should name the target path as given, stderr:\n{}",
+        missing.stderr
+    );
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("the folder {} does not exist", path_arg(&folder))),
+        "the error should name the missing folder, stderr:\n{}",
+        missing.stderr
+    );
+    assert!(
+        !missing.stderr.contains("cairn-partial"),
+        "the error should not name the temporary file, stderr:\n{}",
+        missing.stderr
+    );
+    assert!(
+        !repo.work_path("missing").exists(),
+        "a rejected restore created the missing folder"
+    );
+
+    let file = repo.work_path("plain-file");
+    fs::write(&file, b"not a folder").expect("failed to write a file");
+    let below_file = file.join("db.dump");
+    let not_folder = repo.run(&["restore", &id, "--target", path_arg(&below_file)]);
+    assert_eq!(
+        not_folder.code(),
+        Some(2),
+        "restore below a regular file should exit 2 (invalid input)\n{}",
+        not_folder.describe()
+    );
+    assert!(
+        not_folder
+            .stderr
+            .contains(&format!("{} is not a folder", path_arg(&file))),
+        "the error should say that the parent is not a folder, stderr:\n{}",
+        not_folder.stderr
+    );
+}
+
+#[test]
 fn stats_count_deduplicated_data() {
     let repo = Repo::init_with(&["--pack-size", "1048576"]);
     let data = random_bytes(3 * MIB, 40);

@@ -73,6 +73,7 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             }
             .into());
         }
+        check_target_folder(target)?;
     }
     let repository = super::open_repository(global)?;
     let _lock = super::read_lock(&repository, "restore")?;
@@ -126,6 +127,45 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Returns the folder that a restore target is created in.
+fn target_folder(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Checks before the restore starts that the folder of `target` exists, so
+/// that the error names the user's path rather than the temporary file.
+fn check_target_folder(target: &Path) -> Result<()> {
+    let folder = target_folder(target);
+    match std::fs::metadata(&folder) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Invalid(format!(
+            "cannot restore to {}: {} is not a folder; choose another --target",
+            target.display(),
+            folder.display()
+        ))
+        .into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Invalid(format!(
+            "cannot restore to {}: the folder {} does not exist; create it first (mkdir -p {}) or choose another --target",
+            target.display(),
+            folder.display(),
+            folder.display()
+        ))
+        .into()),
+        Err(e) => Err(Error::io(
+            format!(
+                "cannot restore to {}: cannot read the folder {}",
+                target.display(),
+                folder.display()
+            ),
+            e,
+        )
+        .into()),
+    }
+}
+
 fn restore_to_file(
     repository: &cairn_core::Repository,
     entry: &cairn_core::snapshot::Entry,
@@ -133,10 +173,7 @@ fn restore_to_file(
     overwrite: bool,
     bar: &Bar,
 ) -> Result<()> {
-    let dir = match target.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = target_folder(target);
     let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -147,7 +184,18 @@ fn restore_to_file(
         .prefix(&format!(".{file_name}."))
         .suffix(".cairn-partial")
         .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        .map_err(|e| {
+            // tempfile's error names the random temporary path, which the
+            // user never gave, so only its kind is kept.
+            Error::io(
+                format!(
+                    "cannot restore to {}: cannot create a file in the folder {}",
+                    target.display(),
+                    dir.display()
+                ),
+                std::io::Error::from(e.kind()),
+            )
+        })?;
     {
         // Vectored writes of whole windows need no buffer in between.
         repository.restore_entry(entry, temp.as_file_mut(), bar)?;

@@ -370,6 +370,35 @@ fn output_names_the_time_zone() {
         text.contains("2026-12-03 02:00:00 +00:00"),
         "stdout:\n{text}"
     );
+
+    // Where the local time zone has the UTC offset at every snapshot time
+    // (London in December), --utc would change nothing and is not offered.
+    for zone in ["Etc/UTC", "Europe/London"] {
+        let same = run_in_zone(
+            &repo,
+            &[
+                "forget",
+                "--keep-daily",
+                "7",
+                "--dry-run",
+                "--now",
+                "2026-12-04T00:00:00Z",
+            ],
+            Some(zone),
+        )
+        .expect_success(&format!("forget in {zone}"));
+        let text = String::from_utf8_lossy(&same.stdout);
+        assert!(
+            text.contains(&format!(
+                "calendar buckets in time zone {zone} (the same as UTC for these snapshots)"
+            )),
+            "forget in {zone} should name the zone, stdout:\n{text}"
+        );
+        assert!(
+            !text.contains("--utc"),
+            "forget in {zone} should not suggest --utc, which changes nothing, stdout:\n{text}"
+        );
+    }
 }
 
 #[test]

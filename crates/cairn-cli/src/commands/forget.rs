@@ -177,11 +177,26 @@ fn report(
     }
 }
 
-fn print_plan(plan: &Plan, tz: &TimeZone, name: &str) -> Result<()> {
+/// Returns whether `tz` has an offset other than UTC's at `now` or at any
+/// snapshot time of the plan, that is, whether `--utc` would change any
+/// calendar bucket.
+fn differs_from_utc(plan: &Plan, tz: &TimeZone, now: Timestamp) -> bool {
+    let snapshot_times = plan
+        .groups
+        .iter()
+        .flat_map(|group| group.decisions.iter().map(|decision| decision.time));
+    std::iter::once(now)
+        .chain(snapshot_times)
+        .any(|time| tz.to_offset(time) != jiff::tz::Offset::UTC)
+}
+
+fn print_plan(plan: &Plan, tz: &TimeZone, name: &str, now: Timestamp) -> Result<()> {
     if name == "UTC" {
         crate::say!("calendar buckets in UTC");
-    } else {
+    } else if differs_from_utc(plan, tz, now) {
         crate::say!("calendar buckets in time zone {name}; pass --utc for UTC");
+    } else {
+        crate::say!("calendar buckets in time zone {name} (the same as UTC for these snapshots)");
     }
     if plan.groups.is_empty() {
         crate::say!("no snapshots");
@@ -237,7 +252,7 @@ pub fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let removed = plan.removed();
 
     if !global.json {
-        print_plan(&plan, &tz, &tz_name)?;
+        print_plan(&plan, &tz, &tz_name, now)?;
     }
     if !args.dry_run && !removed.is_empty() {
         repository.forget(&removed)?;

@@ -10,8 +10,9 @@
 //! 3. sealed blobs go into a pack; a full pack goes to the upload thread,
 //!    which writes at most [`UPLOAD_CONCURRENCY`] packs at a time.
 //!
-//! Memory is bounded by the batches in flight, the pack being filled and
-//! the packs being uploaded, whatever the size of the stream.
+//! Memory is bounded by the batches in flight, the pack being filled, one
+//! queued pack and the packs being uploaded, whatever the size of the
+//! stream.
 
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -174,7 +175,9 @@ impl Uploader {
                         }
                     }
                 };
-                while let Some(pack) = receiver.recv().await {
+                loop {
+                    // Take a pack from the queue only when a write can start,
+                    // so that no pack waits here while the queue fills.
                     while writes.len() >= UPLOAD_CONCURRENCY {
                         if let Some(result) = writes.join_next().await {
                             record(result, &mut first_error);
@@ -183,6 +186,9 @@ impl Uploader {
                     if first_error.is_some() {
                         break;
                     }
+                    let Some(pack) = receiver.recv().await else {
+                        break;
+                    };
                     let storage = storage.clone();
                     let finished = Arc::clone(&finished);
                     writes.spawn(async move {

@@ -1,16 +1,24 @@
 //! Criterion benchmarks, one per pipeline stage: chunking, chunk ids,
-//! sealing (zstd plus XChaCha20-Poly1305), opening, pack assembly and index
-//! lookups. Inputs are generated in memory, so the numbers show CPU cost
-//! alone; docs/benchmarks.md has whole-tool measurements.
+//! sealing (zstd plus XChaCha20-Poly1305), opening, pack assembly, index
+//! lookups and restore assembly. Inputs are generated in memory, so the
+//! numbers show CPU cost alone, except for restore assembly, which reads
+//! packs of a local repository from the page cache. docs/benchmarks.md has
+//! whole-tool measurements.
 
 use std::hint::black_box;
 
+use cairn_core::Repository;
+use cairn_core::backup::{BackupOptions, NoProgress, Source};
 use cairn_core::chunker::{Chunker, ChunkerParams};
 use cairn_core::crypto::{Keys, SecretKey};
 use cairn_core::id::Id;
 use cairn_core::index::Index;
 use cairn_core::index_object::PackRecord;
+use cairn_core::keyfile::KdfParams;
 use cairn_core::pack::{self, BlobEntry, BlobKind, PackBuilder};
+use cairn_core::repo::InitOptions;
+use cairn_core::restore::NoRestoreProgress;
+use cairn_core::storage::Storage;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Text that looks like COPY rows of a pg_dump: compressible, with repeats.
@@ -257,5 +265,55 @@ fn index_lookups(c: &mut Criterion) {
     index_lookups_with(c, 10_000_000);
 }
 
-criterion_group!(benches, chunking, sealing, pack_assembly, index_lookups);
+/// Restores a 64 MiB entry of a local repository with default chunking,
+/// compression and pack size to a sink: window planning, ranged pack reads,
+/// opening and verifying every chunk, and writing in stream order.
+fn restore_assembly(c: &mut Criterion) {
+    const SIZE: usize = 64 << 20;
+    let dir = tempfile::tempdir().expect("create a temporary folder");
+    let storage = Storage::create_local(&dir.path().join("repo")).expect("create the storage");
+    // A cheap key derivation: unlocking is not what this measures.
+    let options = InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..InitOptions::default()
+    };
+    let passphrase = b"bench passphrase";
+    let mut repo = Repository::init(storage, passphrase, &options, &dir.path().join("cache"))
+        .expect("init the repository");
+    let source = Source {
+        name: "app.dump".to_string(),
+        reader: Box::new(std::io::Cursor::new(dump_like(SIZE))),
+        producer: None,
+    };
+    repo.backup(vec![source], &BackupOptions::default(), &NoProgress)
+        .expect("back up the entry");
+    let (id, snapshot) = repo.find_snapshot("latest").expect("find the snapshot");
+    let entry = repo
+        .select_entry(&id, &snapshot, Some("app.dump"))
+        .expect("select the entry");
+
+    let mut group = c.benchmark_group("restore");
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.sample_size(10);
+    group.bench_function("64 MiB entry to a sink", |b| {
+        b.iter(|| {
+            repo.restore_entry(entry, &mut std::io::sink(), &NoRestoreProgress)
+                .expect("restore the entry")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    chunking,
+    sealing,
+    pack_assembly,
+    index_lookups,
+    restore_assembly
+);
 criterion_main!(benches);

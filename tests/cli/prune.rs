@@ -533,6 +533,20 @@ fn repair_packs_heals_after_damage() {
         "check does not point to repair packs\n{}",
         check.describe()
     );
+    // A mark set before the healing backup stays until a full repair run
+    // removes it, so the backup step comes before the marking step.
+    let backup_hint = check.stderr.find("Then run the backups again");
+    let mark_hint = check.stderr.find("--mark-damaged");
+    assert!(
+        backup_hint.is_some(),
+        "check does not point to a new backup\n{}",
+        check.describe()
+    );
+    assert!(
+        mark_hint > backup_hint,
+        "check suggests marking before the new backup\n{}",
+        check.describe()
+    );
 
     let repair = repo
         .run(&["--json", "repair", "packs"])
@@ -547,6 +561,21 @@ fn repair_packs_heals_after_damage() {
     assert!(
         repo.path.join("damaged").is_dir(),
         "the damaged pack was not kept for inspection"
+    );
+
+    // The damaged pack is out of use, so check points to the backup that
+    // stores the lost chunks again, not to repair packs a second time.
+    let salvaged = repo.run(&["check"]);
+    assert_eq!(salvaged.code(), Some(3), "{}", salvaged.describe());
+    assert!(
+        !salvaged.stderr.contains("cairn repair packs"),
+        "check suggests repair packs after it ran\n{}",
+        salvaged.describe()
+    );
+    assert!(
+        salvaged.stderr.contains("Run the backups again"),
+        "check does not point to a new backup after repair packs\n{}",
+        salvaged.describe()
     );
 
     // The same data backed up again is stored anew, and the old snapshot

@@ -130,15 +130,32 @@ fn print_report(report: &CheckReport, unmarked: usize) -> Result<()> {
             report.unindexed_packs
         );
     }
-    eprintln!(
-        "`cairn repair packs` salvages the intact blobs of damaged packs and takes those packs out of use, so the next backups store lost data again."
-    );
+    // The next steps in the order that loses the least: salvage damaged
+    // packs, store lost data again from the source, and only then mark what
+    // stays damaged. A mark stays until a full `repair snapshots` run finds
+    // the snapshot intact, so marking early hides healed snapshots.
+    let damaged_packs = report
+        .unmarked_problems()
+        .any(|problem| cairn_core::pack::pack_name_from_path(&problem.object).is_some());
+    if damaged_packs {
+        eprintln!(
+            "`cairn repair packs` salvages the intact blobs of damaged packs and takes those packs out of use."
+        );
+    }
     let unmarked_snapshots = report
         .unmarked_problems()
         .any(|problem| !problem.snapshots.is_empty());
     if unmarked_snapshots {
+        let step = if damaged_packs {
+            "Then run the backups again"
+        } else {
+            "Run the backups again"
+        };
         eprintln!(
-            "`cairn repair snapshots --mark-damaged` records which snapshots stay damaged; later checks then report their damage as known and exit 0"
+            "{step}: data that still exists at the source is stored anew and heals the snapshots that need it."
+        );
+        eprintln!(
+            "If `cairn check` still lists damaged snapshots after that, `cairn repair snapshots --mark-damaged` records which stay damaged; later checks then report their damage as known and exit 0."
         );
     }
     Ok(())

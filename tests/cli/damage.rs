@@ -226,6 +226,26 @@ fn marked_damage_passes_later_checks() {
         .map(|snapshot| string_field(snapshot, "id"))
         .expect("repair snapshots --mark-damaged marked no snapshot");
 
+    // The id that check printed before the marking still finds the snapshot.
+    let old_id = &setup.first_id[..8];
+    let by_old_id = repo.run(&["restore", &format!("{old_id}:first.dump"), "--stdout"]);
+    assert!(
+        !by_old_id.stderr.contains("no snapshot matches"),
+        "restore by the id from before the marking should find the marked snapshot\n{}",
+        by_old_id.describe()
+    );
+    assert!(
+        by_old_id.stderr.contains(&marked_id[..8]),
+        "restore by the old id should name the new id {marked_id}\n{}",
+        by_old_id.describe()
+    );
+    assert_eq!(
+        by_old_id.code(),
+        Some(3),
+        "restore of the damaged snapshot should fail on its damage\n{}",
+        by_old_id.describe()
+    );
+
     let known = repo.run(&["check", "--read-data"]);
     assert_eq!(
         known.code(),

@@ -216,12 +216,31 @@ impl Repository {
                 "{query:?} is not a snapshot id: use `latest` or hexadecimal digits of an id"
             )));
         }
-        let matches: Vec<(Id, Snapshot)> = snapshots
-            .into_iter()
+        let matches: Vec<&(Id, Snapshot)> = snapshots
+            .iter()
             .filter(|(id, _)| id.to_hex().starts_with(&wanted))
             .collect();
         match matches.len() {
             0 => {
+                // Marking a snapshot damaged gives it a new id, but check
+                // printed the old one, and the operator may still use it.
+                let renamed: Vec<&(Id, Snapshot)> = snapshots
+                    .iter()
+                    .filter(|(_, snapshot)| {
+                        snapshot
+                            .damaged
+                            .as_ref()
+                            .is_some_and(|damage| damage.original.starts_with(&wanted))
+                    })
+                    .collect();
+                if let [(id, _)] = renamed.as_slice() {
+                    tracing::warn!(
+                        query,
+                        snapshot = %id.short(),
+                        "the snapshot was marked damaged and has a new id; using it"
+                    );
+                    return Ok((*id, self.read_snapshot(id)?));
+                }
                 let unindexed: Vec<Id> = self
                     .storage
                     .list("snapshots/")?

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::harness::{
-    Output, Repo, files_under, random_bytes, run_command, snapshot_id, u64_field,
+    Output, Repo, files_under, random_bytes, run_command, snapshot_id, string_field, u64_field,
 };
 
 /// Small chunks and packs, so a few hundred KiB make many packs.
@@ -467,9 +467,9 @@ fn repair_snapshots_marks_damage() {
     let report = repo.run(&["--json", "repair", "snapshots", "--read-data"]);
     assert_eq!(report.code(), Some(3), "{}", report.describe());
     let found = report.json();
-    let ids: Vec<String> = found
+    let ids: Vec<String> = found["damaged"]
         .as_array()
-        .expect("array")
+        .expect("a damaged array")
         .iter()
         .map(|d| d["id"].as_str().unwrap_or_default().to_string())
         .collect();
@@ -587,6 +587,107 @@ fn repair_packs_heals_after_damage() {
     assert!(
         repo.restore_stdout(&format!("{first}:data.bin")) == data,
         "the snapshot taken before the damage does not restore after healing"
+    );
+}
+
+/// An operator who marks snapshots before the backup that heals them gets
+/// the marks removed by the next full `repair snapshots --mark-damaged`.
+#[test]
+fn healed_snapshot_loses_mark() {
+    let repo = Repo::init_with(&SMALL);
+    let data = random_bytes(300_000, 32);
+    let path = repo.work_path("data.bin");
+    fs::write(&path, &data).expect("write input");
+    let first = snapshot_id(
+        &repo
+            .run(&["--json", "backup", path_str(&path)])
+            .expect_success("backup")
+            .json(),
+    );
+    let victim = files_under(&repo.path.join("data"))
+        .into_iter()
+        .next()
+        .expect("a pack");
+    let mut bytes = fs::read(&victim).expect("read pack");
+    bytes[20] ^= 0x55;
+    fs::write(&victim, bytes).expect("write pack");
+    repo.run(&["repair", "packs"])
+        .expect_success("repair packs");
+
+    let marking = repo.run(&[
+        "--json",
+        "repair",
+        "snapshots",
+        "--read-data",
+        "--mark-damaged",
+    ]);
+    assert_eq!(marking.code(), Some(3), "{}", marking.describe());
+    let marked_id = marking.json()["damaged"][0]["marked_as"]
+        .as_str()
+        .expect("the snapshot was marked")
+        .to_string();
+
+    // The backup stores the lost chunks again, so the marked snapshot is
+    // intact, but only a full read can show it.
+    repo.run(&["backup", path_str(&path)])
+        .expect_success("backup after repair");
+    let structural = repo
+        .run(&["--json", "repair", "snapshots"])
+        .expect_success("repair snapshots without --read-data")
+        .json();
+    assert_eq!(
+        structural["healed"].as_array().map(Vec::len),
+        Some(0),
+        "the structural check must not declare a snapshot healed: {structural}"
+    );
+    let listed = repo.run(&["repair", "snapshots", "--read-data"]);
+    assert_eq!(listed.code(), Some(0), "{}", listed.describe());
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("restores in full again"),
+        "repair snapshots should list the healed snapshot\n{}",
+        listed.describe()
+    );
+    assert!(
+        repo.snapshots()
+            .iter()
+            .any(|s| string_field(s, "id") == marked_id),
+        "listing without --mark-damaged must not change the mark"
+    );
+
+    let unmarking = repo
+        .run(&[
+            "--json",
+            "repair",
+            "snapshots",
+            "--read-data",
+            "--mark-damaged",
+        ])
+        .expect_success("repair snapshots that removes a mark")
+        .json();
+    let healed = &unmarking["healed"][0];
+    assert_eq!(
+        healed["id"].as_str(),
+        Some(marked_id.as_str()),
+        "{unmarking}"
+    );
+    assert_eq!(
+        healed["original"].as_str(),
+        Some(first.as_str()),
+        "{unmarking}"
+    );
+    let new_id = healed["unmarked_as"]
+        .as_str()
+        .expect("the mark was removed")
+        .to_string();
+    let snapshots = repo.snapshots();
+    assert_eq!(snapshots.len(), 2, "unmarking must not delete a snapshot");
+    assert!(
+        snapshots.iter().all(|s| s["damaged"].is_null()),
+        "no snapshot should stay marked: {snapshots:?}"
+    );
+    assert!(
+        repo.restore_stdout(&format!("{new_id}:data.bin")) == data,
+        "the unmarked snapshot does not restore the original data"
     );
 }
 

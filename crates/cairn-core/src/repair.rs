@@ -123,17 +123,42 @@ pub struct DamagedSnapshot {
     pub already_marked: bool,
 }
 
+/// A snapshot marked damaged that a full read found intact again, after a
+/// backup stored its lost data anew.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealedSnapshot {
+    /// Id of the marked snapshot object, hex.
+    pub id: String,
+    /// Id the snapshot had before it was marked, hex.
+    pub original: String,
+    /// Id of the snapshot object written without the mark, when this run
+    /// removed it.
+    pub unmarked_as: Option<String>,
+}
+
+/// Outcome of `repair snapshots`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotRepairReport {
+    /// Snapshots that cannot be restored in full.
+    pub damaged: Vec<DamagedSnapshot>,
+    /// Marked snapshots that restore in full again. Found only when every
+    /// pack was read.
+    pub healed: Vec<HealedSnapshot>,
+}
+
 impl Repository {
     /// Finds snapshots that reference missing or damaged blobs, by the
     /// structural check or, with `read_data`, by reading every pack. With
     /// `mark`, each one not marked yet is rewritten with a [`Damage`]
     /// record, so `snapshots` shows it and retention stops counting it.
-    /// Nothing is deleted.
+    /// With `read_data` and `mark`, each marked snapshot that the full read
+    /// found intact is rewritten without its record. Each rewrite writes
+    /// the new object before it deletes the old one.
     pub fn repair_snapshots(
         &mut self,
         read_data: bool,
         mark: bool,
-    ) -> Result<Vec<DamagedSnapshot>> {
+    ) -> Result<SnapshotRepairReport> {
         let mode = if read_data {
             crate::check::ReadData::All
         } else {
@@ -150,6 +175,23 @@ impl Repository {
             }
         }
         let snapshots = self.index.snapshots()?;
+        // Only a full read proves that a marked snapshot's data is intact:
+        // the structural check does not see damage inside packs.
+        let mut healed: Vec<HealedSnapshot> = if read_data {
+            snapshots
+                .iter()
+                .filter(|(id, _)| !by_snapshot.contains_key(&id.to_hex()))
+                .filter_map(|(id, snapshot)| {
+                    snapshot.damaged.as_ref().map(|damage| HealedSnapshot {
+                        id: id.to_hex(),
+                        original: damage.original.clone(),
+                        unmarked_as: None,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let is_marked = |id: &str| {
             snapshots
                 .iter()
@@ -164,10 +206,21 @@ impl Repository {
                 marked_as: None,
             })
             .collect();
-        if !mark || damaged.iter().all(|found| found.already_marked) {
-            return Ok(damaged);
+        if !mark || (damaged.iter().all(|found| found.already_marked) && healed.is_empty()) {
+            return Ok(SnapshotRepairReport { damaged, healed });
         }
         let _lock = Lock::shared(&self.storage, &self.keys, "repair snapshots")?;
+        for found in &mut healed {
+            let Some((id, snapshot)) = snapshots.iter().find(|(id, _)| id.to_hex() == found.id)
+            else {
+                continue;
+            };
+            let mut unmarked = snapshot.clone();
+            unmarked.damaged = None;
+            let new_id = self.replace_snapshot(id, &unmarked)?;
+            info!(snapshot = %id.short(), unmarked_as = %new_id.short(), "damage mark removed from a healed snapshot");
+            found.unmarked_as = Some(new_id.to_hex());
+        }
         for found in &mut damaged {
             if found.already_marked {
                 continue;
@@ -182,18 +235,29 @@ impl Repository {
                 marked: crate::snapshot::now_rfc3339(),
                 original: id.to_hex(),
             });
-            let (new_id, bytes) = marked.encode(&self.keys)?;
-            let new_path = crate::snapshot::snapshot_path(&new_id);
-            // IMPORTANT: the marked copy is durable before the original is
-            // deleted, so the snapshot never disappears.
-            self.storage.write(&new_path, bytes)?;
-            self.storage.sync_dirs([new_path.as_str()])?;
-            self.storage.delete(&crate::snapshot::snapshot_path(id))?;
+            let new_id = self.replace_snapshot(id, &marked)?;
             warn!(snapshot = %id.short(), marked_as = %new_id.short(), "snapshot marked damaged");
             found.marked_as = Some(new_id.to_hex());
         }
         self.sync_report = self.index.sync(&self.storage, &self.keys)?;
-        Ok(damaged)
+        Ok(SnapshotRepairReport { damaged, healed })
+    }
+
+    /// Writes `snapshot` as a new object and deletes the object `old`.
+    /// Returns the new id.
+    fn replace_snapshot(
+        &self,
+        old: &crate::id::Id,
+        snapshot: &crate::snapshot::Snapshot,
+    ) -> Result<crate::id::Id> {
+        let (new_id, bytes) = snapshot.encode(&self.keys)?;
+        let new_path = crate::snapshot::snapshot_path(&new_id);
+        // IMPORTANT: the new object is durable before the old one is
+        // deleted, so the snapshot never disappears.
+        self.storage.write(&new_path, bytes)?;
+        self.storage.sync_dirs([new_path.as_str()])?;
+        self.storage.delete(&crate::snapshot::snapshot_path(old))?;
+        Ok(new_id)
     }
 }
 

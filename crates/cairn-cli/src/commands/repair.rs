@@ -1,6 +1,7 @@
 //! `cairn repair`.
 
 use anyhow::Result;
+use cairn_core::repair::SnapshotRepairReport;
 use clap::{Args, Subcommand};
 
 use crate::{EXIT_INTEGRITY, GlobalArgs, Reported};
@@ -27,7 +28,9 @@ pub enum RepairWhat {
         #[arg(long)]
         read_data: bool,
         /// Record the damage in each such snapshot, so `snapshots` shows it
-        /// and retention no longer counts it. Nothing is deleted.
+        /// and retention no longer counts it. With --read-data, also remove
+        /// the mark from marked snapshots that restore in full again. Each
+        /// snapshot changed gets a new id; no snapshot is deleted.
         #[arg(long)]
         mark_damaged: bool,
     },
@@ -67,30 +70,13 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
             read_data,
             mark_damaged,
         } => {
-            let damaged = repository.repair_snapshots(read_data, mark_damaged)?;
+            let report = repository.repair_snapshots(read_data, mark_damaged)?;
+            let damaged = &report.damaged;
             let unmarked = damaged.iter().filter(|s| !s.already_marked).count();
             if global.json {
-                super::print_json(&damaged)?;
-            } else if damaged.is_empty() && read_data {
-                crate::say!("no damaged snapshots found");
-            } else if damaged.is_empty() {
-                crate::say!(
-                    "no damaged snapshots found by the structural check; add --read-data to verify every pack as well"
-                );
+                super::print_json(&report)?;
             } else {
-                for snapshot in &damaged {
-                    if snapshot.already_marked {
-                        crate::say!("damaged snapshot {}, already marked", snapshot.id);
-                    } else {
-                        crate::say!("damaged snapshot {}", snapshot.id);
-                    }
-                    for reason in &snapshot.reasons {
-                        crate::say!("  {reason}");
-                    }
-                    if let Some(new_id) = &snapshot.marked_as {
-                        crate::say!("  marked damaged; it is now snapshot {new_id}");
-                    }
-                }
+                print_snapshot_repair(&report, read_data, mark_damaged)?;
             }
             if unmarked == 0 {
                 if !damaged.is_empty() && !global.json {
@@ -132,4 +118,54 @@ pub fn run(global: &GlobalArgs, args: &RepairArgs) -> Result<()> {
             }
         }
     }
+}
+
+/// Prints the damaged snapshots of a `repair snapshots` run, and the marked
+/// ones that a full read found intact again.
+fn print_snapshot_repair(
+    report: &SnapshotRepairReport,
+    read_data: bool,
+    mark_damaged: bool,
+) -> Result<()> {
+    let damaged = &report.damaged;
+    if damaged.is_empty() && read_data {
+        crate::say!("no damaged snapshots found");
+    } else if damaged.is_empty() {
+        crate::say!(
+            "no damaged snapshots found by the structural check; add --read-data to verify every pack as well"
+        );
+    }
+    for snapshot in damaged {
+        if snapshot.already_marked {
+            crate::say!("damaged snapshot {}, already marked", snapshot.id);
+        } else {
+            crate::say!("damaged snapshot {}", snapshot.id);
+        }
+        for reason in &snapshot.reasons {
+            crate::say!("  {reason}");
+        }
+        if let Some(new_id) = &snapshot.marked_as {
+            crate::say!("  marked damaged; it is now snapshot {new_id}");
+        }
+    }
+    for snapshot in &report.healed {
+        match &snapshot.unmarked_as {
+            Some(new_id) => crate::say!(
+                "snapshot {} (before marking {}) restores in full again; its damage mark was removed and it is now snapshot {new_id}",
+                snapshot.id,
+                snapshot.original
+            ),
+            None => crate::say!(
+                "snapshot {} (before marking {}) is marked damaged but restores in full again",
+                snapshot.id,
+                snapshot.original
+            ),
+        }
+    }
+    if !report.healed.is_empty() && !mark_damaged {
+        crate::say!(
+            "run the same command with --mark-damaged to remove the marks of the snapshots that restore in full again"
+        );
+    }
+    Ok(())
 }

@@ -165,3 +165,25 @@ fn empty_password_file_exits_2() {
         output.stderr
     );
 }
+
+#[test]
+fn missing_password_file_exits_2() {
+    let repo = Repo::init();
+    let password_file = repo.work_path("no-such-password.txt");
+    let mut command = repo.command(&["snapshots"]);
+    command
+        .env_remove("CAIRN_PASSWORD")
+        .env("CAIRN_PASSWORD_FILE", path_arg(&password_file));
+    let output = run_command(command, "cairn snapshots (missing password file)", None);
+    assert_eq!(
+        output.code(),
+        Some(2),
+        "snapshots with a missing password file should exit 2 (invalid input)\n{}",
+        output.describe()
+    );
+    assert!(
+        output.stderr.contains(path_arg(&password_file)),
+        "the error should name the password file, stderr:\n{}",
+        output.stderr
+    );
+}

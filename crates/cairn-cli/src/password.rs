@@ -75,11 +75,13 @@ fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
     let passphrase = match source {
         Some(name) if name == file_var => {
             let path = std::env::var_os(&file_var).unwrap_or_default();
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "cannot read the passphrase file {} named by {file_var}",
+            // A passphrase file that cannot be read is a setup mistake, like
+            // a missing passphrase source, so it exits 2 as that does.
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                cairn_core::Error::Invalid(format!(
+                    "cannot read the passphrase file {} named by {file_var}: {e}; check the path and its permissions",
                     std::path::Path::new(&path).display()
-                )
+                ))
             })?;
             strip_line_end(Zeroizing::new(text))
         }

@@ -173,7 +173,29 @@ fn read_data_subset_clean_repository() {
             "check --read-data-subset {subset} on an undamaged repository should exit 0\n{}",
             output.describe()
         );
+        // With a few packs, today's share may hold none of them, and then
+        // the output must say why nothing was read.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let read_none = stdout.contains("read and verified 0 pack(s)");
+        assert_eq!(
+            stdout.contains("the share moves every day and covers every pack within 10 days"),
+            read_none,
+            "check --read-data-subset {subset} should explain a day that reads no pack, and only then\n{}",
+            output.describe()
+        );
     }
+    // A share of 1% over a few packs reads none on most days; whichever day
+    // this runs, the same rule holds.
+    let output = repo.run(&["check", "--read-data-subset", "1%"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.contains(
+            "share of 1%; the share moves every day and covers every pack within 100 days"
+        ),
+        stdout.contains("read and verified 0 pack(s)"),
+        "check --read-data-subset 1% should explain a day that reads no pack\n{}",
+        output.describe()
+    );
 }
 
 /// Returns stdout and stderr of a finished command as one text.

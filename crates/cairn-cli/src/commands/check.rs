@@ -52,6 +52,9 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         super::print_json(&report)?;
     } else {
         print_report(&report, unmarked)?;
+        if let ReadData::Subset(fraction) = read_data {
+            print_subset_note(&report, fraction)?;
+        }
     }
     if unmarked == 0 {
         Ok(())
@@ -75,6 +78,21 @@ fn dependents(problem: &Problem) -> Option<String> {
         (false, true) => format!("only snapshots marked damaged depend on it: {ids}"),
         (false, false) => format!("snapshots depending on it: {ids}"),
     })
+}
+
+/// Explains a subset check that read no pack, which happens on some days
+/// when the repository has few packs.
+fn print_subset_note(report: &CheckReport, fraction: f64) -> Result<()> {
+    if report.packs_read == 0 && report.packs > 0 {
+        let days = (1.0 / fraction).ceil();
+        // Rounded to a tenth of a percent, so 0.1 prints as 10, not 10.000000000000002.
+        let percent = (fraction * 1000.0).round() / 10.0;
+        crate::say!(
+            "none of the {} pack(s) is in today's share of {percent}%; the share moves every day and covers every pack within {days} days, and `check --read-data` reads them all now",
+            report.packs
+        );
+    }
+    Ok(())
 }
 
 /// Prints each problem to stderr, then the summary and the next steps.

@@ -111,7 +111,11 @@ impl Producer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Producer(format!("cannot start producer `{program}`: {e}")))?;
+            .map_err(|e| {
+                Error::Producer(format!(
+                    "cannot start producer `{program}`: {e}; no snapshot was written. Check the program name and PATH"
+                ))
+            })?;
         if let Ok(mut groups) = RUNNING_GROUPS.lock() {
             groups.push(child.id() as i32);
         }
@@ -329,5 +333,6 @@ mod tests {
         let result = Producer::spawn(&["/nonexistent/cairn-test-producer".to_string()]);
         let message = result.err().expect("spawn fails").to_string();
         assert!(message.contains("cannot start producer"), "{message}");
+        assert!(message.contains("no snapshot was written"), "{message}");
     }
 }

@@ -45,6 +45,13 @@ fn wrong_passphrase_exits_4() {
         listed.describe()
     );
     assert_wrong_passphrase_message(&listed.stderr, "snapshots");
+    assert!(
+        listed
+            .stderr
+            .contains("with the passphrase from CAIRN_PASSWORD:"),
+        "the error should name the passphrase source in use, stderr:\n{}",
+        listed.stderr
+    );
 
     let mut command = repo.command(&["restore", &id, "--stdout"]);
     command.env("CAIRN_PASSWORD", "not the passphrase");

@@ -54,6 +54,20 @@ pub fn read_new() -> Result<Zeroizing<String>> {
     read_from(&NEW, true)
 }
 
+/// Names the source that [`read`] takes the passphrase from: the variable
+/// that is set, or the terminal prompt. With several set, names the first.
+pub fn current_source() -> String {
+    let prefix = CURRENT.prefix;
+    [
+        format!("{prefix}_FILE"),
+        format!("{prefix}_COMMAND"),
+        prefix.to_string(),
+    ]
+    .into_iter()
+    .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    .unwrap_or_else(|| "the terminal prompt".to_string())
+}
+
 fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
     let prefix = sources.prefix;
     let file_var = format!("{prefix}_FILE");

@@ -60,17 +60,26 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
     let storage = open_storage(global)?;
     let cache = cache_dir(global)?;
     let passphrase = crate::password::read(false)?;
-    let repository =
-        Repository::open(storage, passphrase.as_bytes(), &cache).with_context(|| {
-            format!(
-                "cannot open the repository at {}",
-                global
-                    .repo
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            )
-        })?;
+    let location = global
+        .repo
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let repository = match Repository::open(storage, passphrase.as_bytes(), &cache) {
+        Ok(repository) => repository,
+        // Naming the source in use tells the operator which one to fix.
+        Err(e @ cairn_core::Error::WrongPassphrase { .. }) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot open the repository at {location} with the passphrase from {}",
+                    crate::password::current_source()
+                )
+            });
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the repository at {location}"));
+        }
+    };
     crate::audit::register(&repository, cache);
     Ok(repository)
 }

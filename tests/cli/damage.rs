@@ -267,6 +267,13 @@ fn marked_damage_passes_later_checks() {
         "restore of the damaged snapshot should fail on its damage\n{}",
         by_old_id.describe()
     );
+    assert!(
+        by_old_id.stderr.contains(
+            "the snapshot is marked damaged; the restore fails if the entry needs lost data"
+        ),
+        "restore of a marked snapshot should say that it is marked\n{}",
+        by_old_id.describe()
+    );
 
     let known = repo.run(&["check", "--read-data"]);
     assert_eq!(

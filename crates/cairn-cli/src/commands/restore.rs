@@ -82,6 +82,16 @@ pub fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         _ => repository.find_snapshot(snapshot_ref)?,
     };
     crate::audit::note_snapshot(&id.to_hex());
+    if let Some(damage) = &snapshot.damaged {
+        // A marked snapshot can still restore an entry whose chunks are all
+        // intact, so it is tried, but the operator learns why it may fail.
+        tracing::warn!(
+            snapshot = %id.short(),
+            marked = %damage.marked,
+            reason = %damage.reason,
+            "the snapshot is marked damaged; the restore fails if the entry needs lost data, and an older snapshot may restore"
+        );
+    }
     let entry = repository.select_entry(&id, &snapshot, entry_name)?;
     let bar = Bar::new(
         global.json || args.stdout,

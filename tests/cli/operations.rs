@@ -603,6 +603,11 @@ timeout = "5s"
     assert_eq!(records[0]["outcome"], "success");
     assert_eq!(array_field(&records[0], "snapshots").len(), 1);
     assert_eq!(records[1]["outcome"], "failure");
+    assert_eq!(
+        records[1]["exit_code"].as_u64(),
+        Some(2),
+        "the failed step's record should have the run's exit code: {audit}"
+    );
 
     // Listing mistakes are invalid input and change nothing.
     let before = crate::harness::files_under(&repo.path);

@@ -148,7 +148,10 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn audit(&mut self, command: &str, outcome: &Result<Vec<String>>) {
+    /// Appends the audit record of one step. `outcome` keeps the step's
+    /// error with its causes, so the record has the exit code that the
+    /// same failure gives on the command line.
+    fn audit(&mut self, command: &str, outcome: std::result::Result<Vec<String>, &anyhow::Error>) {
         let mut record = AuditRecord::new(
             command,
             if outcome.is_ok() {
@@ -159,7 +162,7 @@ impl Run<'_> {
         );
         record.job = Some(self.name.to_string());
         match outcome {
-            Ok(snapshots) => record.snapshots = snapshots.clone(),
+            Ok(snapshots) => record.snapshots = snapshots,
             Err(e) => {
                 record.error = Some(format!("{e:#}"));
                 record.exit_code = crate::exit_code(e);
@@ -525,16 +528,12 @@ fn run_steps(
 
 fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
     let backup = run.backup();
-    let audit_outcome = backup
-        .as_ref()
-        .map(|s| vec![s.snapshot.clone()])
-        .map_err(|e| anyhow::anyhow!("{e:#}"));
     let command = if run.job.postgres.is_some() {
         "pg backup"
     } else {
         "backup"
     };
-    run.audit(command, &audit_outcome);
+    run.audit(command, backup.as_ref().map(|s| vec![s.snapshot.clone()]));
     let summary = backup?;
     run.state.last_snapshot = Some(summary.snapshot.clone());
     run.state.bytes_read = summary.bytes_read;
@@ -555,24 +554,15 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
 
     if run.job.retention.is_some() {
         let forgotten = run.forget();
-        run.audit(
-            "forget",
-            &forgotten
-                .as_ref()
-                .map(Clone::clone)
-                .map_err(|e| anyhow::anyhow!("{e:#}")),
-        );
+        run.audit("forget", forgotten.as_ref().map(Clone::clone));
         forgotten.map_err(|e| after_backup("retention", e))?;
         if run.job.retention.as_ref().is_some_and(|r| r.prune) {
-            let pruned = run.repository.prune(Default::default());
-            run.audit(
-                "prune",
-                &pruned
-                    .as_ref()
-                    .map(|_| Vec::new())
-                    .map_err(|e| anyhow::anyhow!("{e}")),
-            );
-            let report = pruned.map_err(|e| after_backup("prune", e.into()))?;
+            let pruned = run
+                .repository
+                .prune(Default::default())
+                .map_err(anyhow::Error::from);
+            run.audit("prune", pruned.as_ref().map(|_| Vec::new()));
+            let report = pruned.map_err(|e| after_backup("prune", e))?;
             info!(
                 job = run.name,
                 freed = report.bytes_freed(),
@@ -583,13 +573,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
 
     if run.job.check.is_some() {
         let checked = run.check();
-        run.audit(
-            "check",
-            &checked
-                .as_ref()
-                .map(|()| Vec::new())
-                .map_err(|e| anyhow::anyhow!("{e:#}")),
-        );
+        run.audit("check", checked.as_ref().map(|()| Vec::new()));
         checked.map_err(|e| after_backup("check", e))?;
     }
 
@@ -598,10 +582,7 @@ fn run_steps_on(run: &mut Run<'_>, repository_name: &str) -> Result<()> {
         if !matches!(drilled, Ok(None)) {
             run.audit(
                 "pg verify",
-                &drilled
-                    .as_ref()
-                    .map(|id| id.iter().cloned().collect())
-                    .map_err(|e| anyhow::anyhow!("{e:#}")),
+                drilled.as_ref().map(|id| id.iter().cloned().collect()),
             );
         }
         drilled.map_err(|e| after_backup("restore drill", e))?;

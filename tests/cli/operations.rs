@@ -752,3 +752,52 @@ argv = ["sh", "-c", "head -c 3000000 /dev/urandom; sleep {marker}; echo done"]
     repo.run(&["check"])
         .expect_success("check after a cut-off backup");
 }
+
+/// A database named in a job's `exclude` and later dropped must not stop
+/// the job's backups.
+#[test]
+fn job_exclude_of_dropped_database() {
+    let cluster = Cluster::start();
+    cluster.run_script("postgres", "CREATE DATABASE app;");
+    let repo = Repo::init();
+    write_private(&repo.work_path("passphrase"), PASSWORD);
+    let config = format!(
+        r#"
+[repository.main]
+path = "{repo}"
+password = {{ file = "{work}/passphrase" }}
+cache_dir = "{cache}"
+
+[job.nightly]
+every = "1d"
+
+[job.nightly.postgres]
+connection = "host={socket} user=postgres"
+all = true
+exclude = ["scratch"]
+"#,
+        work = repo.work.display(),
+        repo = repo.path.display(),
+        cache = repo.cache.display(),
+        socket = cluster.socket_dir(),
+    );
+    let config_path = repo.work_path("cairn.toml");
+    write_private(&config_path, &config);
+
+    let output = repo
+        .bare_command()
+        .args(["run", "nightly", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("cairn run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "a job whose excluded database is gone should still back up\n{stderr}"
+    );
+    assert!(
+        stderr.contains("an excluded database is not on the server") && stderr.contains("scratch"),
+        "the job should warn about the excluded database that is gone\n{stderr}"
+    );
+    assert_eq!(repo.snapshot_ids().len(), 1, "the job stored no snapshot");
+}

@@ -192,6 +192,7 @@ impl Run<'_> {
                 databases: postgres.databases.clone(),
                 all: postgres.all,
                 exclude: postgres.exclude.clone(),
+                strict_exclude: false,
                 globals: postgres.globals,
                 checksums: postgres.checksums,
                 pg_bin: postgres.pg_bin.clone(),

@@ -182,6 +182,7 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
         databases: args.databases.clone(),
         all: args.all,
         exclude: args.exclude.clone(),
+        strict_exclude: true,
         globals: !args.no_globals,
         checksums: !args.no_checksums,
         pg_bin: args.pg_bin.clone(),

@@ -38,6 +38,10 @@ pub struct PgBackupOptions {
     pub all: bool,
     /// Databases to leave out of `all`.
     pub exclude: Vec<String>,
+    /// Reject an `exclude` name that the server does not have, which is
+    /// most likely a typing mistake. A scheduled job turns this off, so
+    /// that dropping an excluded database does not stop its backups.
+    pub strict_exclude: bool,
     /// Dump roles and other cluster-wide objects (`globals.sql`).
     pub globals: bool,
     /// Record table checksums besides row counts.
@@ -364,12 +368,20 @@ fn select_databases(options: &PgBackupOptions, available: &[String]) -> Result<V
         ));
     }
     for db in &options.exclude {
-        if !available.contains(db) {
+        if available.contains(db) {
+            continue;
+        }
+        if options.strict_exclude {
             return Err(Error::Invalid(format!(
                 "--exclude {db}: the server has no such database; it has: {}",
                 available.join(", ")
             )));
         }
+        warn!(
+            database = %db,
+            available = %available.join(", "),
+            "an excluded database is not on the server; remove it from exclude if it was dropped for good"
+        );
     }
     let mut chosen: Vec<String> = if options.all {
         available

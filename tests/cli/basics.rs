@@ -545,3 +545,46 @@ fn init_rejects_invalid_chunk_sizes() {
         );
     }
 }
+
+/// A backup whose summary reader stops early (`cairn backup ... | head -1`)
+/// has saved its snapshot, so it must neither fail nor be audited as failed.
+#[test]
+fn backup_to_closed_stdout() {
+    let repo = Repo::init();
+    let path = repo.work_path("data.bin");
+    fs::write(&path, random_bytes(MIB, 77)).expect("write input");
+    let mut command = repo.command(&["backup", path_arg(&path)]);
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("start cairn backup");
+    // Closing the read end before cairn prints makes every write fail with
+    // a broken pipe.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for cairn backup");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a saved backup should exit 0 when its output is closed\n{stderr}"
+    );
+    let ids = repo.snapshot_ids();
+    assert_eq!(ids.len(), 1, "the backup should have saved one snapshot");
+
+    let audit = repo
+        .run(&["--json", "audit", "--command", "backup"])
+        .expect_success("audit")
+        .json();
+    let record = audit
+        .as_array()
+        .and_then(|records| records.last())
+        .expect("an audit record of the backup");
+    assert_eq!(record["outcome"], "success", "{audit}");
+    assert_eq!(
+        array_field(record, "snapshots")
+            .first()
+            .and_then(Value::as_str),
+        Some(ids[0].as_str()),
+        "the audit record should name the saved snapshot: {audit}"
+    );
+}

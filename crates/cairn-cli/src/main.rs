@@ -232,7 +232,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     EXIT_ERROR
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

@@ -151,10 +151,12 @@ pub fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     bar.finish();
     let summary = result?;
     crate::audit::note_snapshot(&summary.snapshot);
-    if global.json {
-        return super::print_json(&summary);
-    }
-    print_summary(&summary, "")
+    let printed = if global.json {
+        super::print_json(&summary)
+    } else {
+        print_summary(&summary, "")
+    };
+    super::ignore_broken_pipe(printed)
 }
 
 /// Prints a backup summary: one line for the snapshot, then one per entry.

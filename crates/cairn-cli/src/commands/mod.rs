@@ -84,6 +84,16 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
     Ok(repository)
 }
 
+/// Treats a closed standard output as success. For commands whose work is
+/// done before they print (a backup whose snapshot is saved), a reader
+/// that stopped early, such as `| head -1`, does not undo that work.
+pub fn ignore_broken_pipe(printed: Result<()>) -> Result<()> {
+    match printed {
+        Err(e) if crate::is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
 /// Takes a shared lock for a reading command. A repository that cannot be
 /// written to (read-only media during a disaster recovery) is still read,
 /// with a warning; a conflicting lock is an error.

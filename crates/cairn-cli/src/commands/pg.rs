@@ -212,10 +212,12 @@ fn run_backup(global: &GlobalArgs, args: &PgBackupArgs) -> Result<()> {
     bar.finish();
     let summary = result?;
     crate::audit::note_snapshot(&summary.snapshot);
-    if global.json {
-        return super::print_json(&summary);
-    }
-    super::backup::print_summary(&summary, &format!("{} database(s), ", databases.len()))
+    let printed = if global.json {
+        super::print_json(&summary)
+    } else {
+        super::backup::print_summary(&summary, &format!("{} database(s), ", databases.len()))
+    };
+    super::ignore_broken_pipe(printed)
 }
 
 /// Resolves a snapshot reference for a `cairn pg` command. `latest` is the

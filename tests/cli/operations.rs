@@ -706,6 +706,9 @@ every = "1h"
 [job.slow.command]
 name = "slow.bin"
 argv = ["sh", "-c", "head -c 3000000 /dev/urandom; sleep {marker}; echo done"]
+
+[metrics]
+textfile = "{work}/cairn.prom"
 "#,
         work = repo.work.display(),
         repo = repo.path.display(),
@@ -748,6 +751,17 @@ argv = ["sh", "-c", "head -c 3000000 /dev/urandom; sleep {marker}; echo done"]
     assert!(
         string_field(&state, "last_error").contains("stopped by signal 15"),
         "{state}"
+    );
+    // cron and systemd timers read the outcome from the textfile only.
+    let textfile = std::fs::read_to_string(repo.work_path("cairn.prom"))
+        .expect("the stopped job should write the metrics textfile");
+    assert!(
+        textfile.contains("cairn_job_last_run_success{cairn_job=\"slow\",repository=\"main\"} 0"),
+        "the textfile should show the stopped run as failed:\n{textfile}"
+    );
+    assert!(
+        textfile.contains("cairn_job_failures_total{cairn_job=\"slow\",repository=\"main\"} 1"),
+        "the textfile should count the stopped run as a failure:\n{textfile}"
     );
     repo.run(&["check"])
         .expect_success("check after a cut-off backup");

@@ -390,24 +390,37 @@ impl Run<'_> {
     }
 }
 
-/// The job this process runs, for [`record_interruption`]: its state
-/// folder and name.
-static RUNNING: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+/// The job this process runs, for [`record_interruption`].
+struct RunningJob {
+    state_dir: PathBuf,
+    name: String,
+    started: Instant,
+    /// The metrics textfile, and the jobs and repositories it lists.
+    textfile: Option<(PathBuf, Vec<(String, String)>)>,
+}
 
-/// Records in the running job's state that a signal stopped it, so the
-/// metrics show a failed run rather than the previous outcome. Called by
-/// the signal handler's thread just before cairn exits.
+static RUNNING: std::sync::Mutex<Option<RunningJob>> = std::sync::Mutex::new(None);
+
+/// Records in the running job's state, and in the metrics textfile, that a
+/// signal stopped it, so the metrics show a failed run rather than the
+/// previous outcome. Called by the signal handler's thread just before
+/// cairn exits. No notification is sent, because its retries would delay
+/// the exit.
 pub fn record_interruption(signal: i32) {
-    let Some((dir, job)) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
+    let Some(running) = RUNNING.lock().ok().and_then(|mut r| r.take()) else {
         return;
     };
-    let mut state = read_state(&dir, &job);
+    let mut state = read_state(&running.state_dir, &running.name);
     state.last_outcome = Some("failure".into());
     state.last_error = Some(format!("stopped by signal {signal} before it finished"));
     state.last_finish = Some(cairn_core::snapshot::now_rfc3339());
+    state.last_duration_secs = running.started.elapsed().as_secs_f64();
     state.runs_total += 1;
     state.failures_total += 1;
-    let _ = write_state(&dir, &state);
+    let _ = write_state(&running.state_dir, &state);
+    if let Some((path, jobs)) = &running.textfile {
+        let _ = metrics::write_textfile(path, &metrics::render_jobs(&running.state_dir, jobs));
+    }
 }
 
 /// Runs every step of one job and records the outcome.
@@ -437,7 +450,17 @@ pub fn run_job(loaded: &Loaded, name: &str) -> Result<()> {
     state.last_start = Some(cairn_core::snapshot::now_rfc3339());
     write_state(&state_dir, &state)?;
     if let Ok(mut running) = RUNNING.lock() {
-        *running = Some((state_dir.clone(), name.to_string()));
+        *running = Some(RunningJob {
+            state_dir: state_dir.clone(),
+            name: name.to_string(),
+            started,
+            textfile: loaded
+                .config
+                .metrics
+                .textfile
+                .clone()
+                .map(|path| (path, loaded.job_repositories())),
+        });
     }
     crate::notify_hooks::job_event(loaded, name, &crate::notify::Event::start(name));
     info!(job = name, "job started");

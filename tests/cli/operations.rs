@@ -638,7 +638,9 @@ timeout = "5s"
     ]);
     assert_eq!(output.code(), Some(2), "{}", output.describe());
     assert!(
-        output.stderr.contains("do not apply to `cairn run`"),
+        output
+            .stderr
+            .contains("--repo does not apply to `cairn run`"),
         "{}",
         output.describe()
     );
@@ -768,7 +770,7 @@ textfile = "{work}/cairn.prom"
 }
 
 /// A database named in a job's `exclude` and later dropped must not stop
-/// the job's backups.
+/// the job's backups, and neither must an exported CAIRN_REPOSITORY.
 #[test]
 fn job_exclude_of_dropped_database() {
     let cluster = Cluster::start();
@@ -798,8 +800,11 @@ exclude = ["scratch"]
     let config_path = repo.work_path("cairn.toml");
     write_private(&config_path, &config);
 
+    // CAIRN_REPOSITORY, exported for interactive use, is ignored with a
+    // warning rather than failing the scheduled run.
     let output = repo
         .bare_command()
+        .env("CAIRN_REPOSITORY", &repo.path)
         .args(["run", "nightly", "--config"])
         .arg(&config_path)
         .output()
@@ -808,6 +813,10 @@ exclude = ["scratch"]
     assert!(
         output.status.success(),
         "a job whose excluded database is gone should still back up\n{stderr}"
+    );
+    assert!(
+        stderr.contains("CAIRN_REPOSITORY is ignored by `cairn run`"),
+        "the job should say that it ignores CAIRN_REPOSITORY\n{stderr}"
     );
     assert!(
         stderr.contains("an excluded database is not on the server") && stderr.contains("scratch"),

@@ -31,10 +31,20 @@ pub struct RunArgs {
 /// Runs one job, or all of them; fails when any failed.
 pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<()> {
     if global.repo.is_some() {
-        return Err(cairn_core::Error::Invalid(
-            "--repo and CAIRN_REPOSITORY do not apply to `cairn run`: the job's repository comes from the configuration file".into(),
-        )
-        .into());
+        // An explicit --repo is a mistake to report. CAIRN_REPOSITORY is
+        // often exported for interactive use; failing on it would stop
+        // every scheduled run before any alert is configured to fire.
+        let given_as_option = std::env::args_os()
+            .any(|arg| arg == "--repo" || arg.to_string_lossy().starts_with("--repo="));
+        if given_as_option {
+            return Err(cairn_core::Error::Invalid(
+                "--repo does not apply to `cairn run`: the job's repository comes from the configuration file".into(),
+            )
+            .into());
+        }
+        tracing::warn!(
+            "CAIRN_REPOSITORY is ignored by `cairn run`: the job's repository comes from the configuration file"
+        );
     }
     let path = crate::config::locate(args.config.as_deref())?;
     let loaded = crate::config::load(&path)?;

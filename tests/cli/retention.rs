@@ -66,6 +66,8 @@ fn daily_forget_over_sixty_days() {
     let mut data = random_bytes(DUMP_SIZE, 1001);
     let mut backed_up: Vec<(String, Vec<u8>)> = Vec::new();
     let mut sizes: Vec<u64> = Vec::new();
+    // Packs and chunks per day, printed to explain a failure.
+    let mut counts: Vec<(u64, u64)> = Vec::new();
 
     // Berlin leaves summer time on 25 October, inside the simulated period.
     for day in 0..60 {
@@ -102,12 +104,15 @@ fn daily_forget_over_sixty_days() {
             u64::from(day.min(29) + 1),
             "snapshots kept on day {day}"
         );
-        sizes.push(u64_field(&repo.stats(), "stored_bytes"));
+        let stats = repo.stats();
+        sizes.push(u64_field(&stats, "stored_bytes"));
+        counts.push((u64_field(&stats, "packs"), u64_field(&stats, "chunks")));
     }
 
     // The repository tracks the data it keeps: once 30 days are kept, it
     // stays close to its size on day 30, when it held exactly 30 days.
     eprintln!("repository size per day (bytes): {sizes:?}");
+    eprintln!("packs and chunks per day: {counts:?}");
     let thirty_days = sizes[29];
     for (day, size) in sizes.iter().enumerate().skip(30) {
         assert!(

@@ -68,6 +68,7 @@ fn daily_forget_over_sixty_days() {
     let mut sizes: Vec<u64> = Vec::new();
     // Packs and chunks per day, printed to explain a failure.
     let mut counts: Vec<(u64, u64)> = Vec::new();
+    let mut needed: Vec<u64> = Vec::new();
 
     // Berlin leaves summer time on 25 October, inside the simulated period.
     for day in 0..60 {
@@ -107,17 +108,31 @@ fn daily_forget_over_sixty_days() {
         let stats = repo.stats();
         sizes.push(u64_field(&stats, "stored_bytes"));
         counts.push((u64_field(&stats, "packs"), u64_field(&stats, "chunks")));
+        // What the repository would hold if every unused byte were
+        // reclaimed: the data the kept snapshots need.
+        let tight = repo
+            .run(&["--json", "prune", "--dry-run", "--max-unused", "0"])
+            .expect_success(&format!("prune --dry-run on day {day}"))
+            .json();
+        needed.push(u64_field(&tight, "bytes_after"));
     }
 
-    // The repository tracks the data it keeps: once 30 days are kept, it
-    // stays close to its size on day 30, when it held exactly 30 days.
+    // The repository tracks the data it keeps: once days are forgotten,
+    // it holds little more than the kept snapshots need. A bound relative
+    // to the size on day 30 failed once in CI (1.38 times), because how
+    // much data 30 days of edits leave depends on where the keyed chunker
+    // cuts. In 23 local runs the size peaked at 1.00 to 1.23 times day
+    // 30's, and in the two runs that also measured what the snapshots
+    // need, the repository held at most 1% more than that.
     eprintln!("repository size per day (bytes): {sizes:?}");
     eprintln!("packs and chunks per day: {counts:?}");
-    let thirty_days = sizes[29];
-    for (day, size) in sizes.iter().enumerate().skip(30) {
+    eprintln!("bytes the kept snapshots need per day: {needed:?}");
+    for day in 30..sizes.len() {
         assert!(
-            *size * 10 <= thirty_days * 13,
-            "day {day}: repository of {size} bytes, more than 1.3 times the {thirty_days} bytes of day 30"
+            sizes[day] * 100 <= needed[day] * 115,
+            "day {day}: repository of {} bytes, more than 1.15 times the {} bytes its snapshots need",
+            sizes[day],
+            needed[day]
         );
     }
 

@@ -571,6 +571,16 @@ fn backup_to_closed_stdout() {
     let ids = repo.snapshot_ids();
     assert_eq!(ids.len(), 1, "the backup should have saved one snapshot");
 
+    let created = repo
+        .run(&["--json", "audit", "--command", "init"])
+        .expect_success("audit of init")
+        .json();
+    assert_eq!(
+        created.as_array().map(Vec::len),
+        Some(1),
+        "the audit trail should start with the creation of the repository: {created}"
+    );
+
     let audit = repo
         .run(&["--json", "audit", "--command", "backup"])
         .expect_success("audit")

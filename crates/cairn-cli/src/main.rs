@@ -150,6 +150,7 @@ fn is_restore(command: &Command) -> bool {
 /// (snapshots, stats, audit) or create a repository.
 fn audit_name(command: &Command) -> Option<String> {
     let name = match command {
+        Command::Init(_) => "init",
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
         Command::Check(_) => "check",
@@ -167,8 +168,7 @@ fn audit_name(command: &Command) -> Option<String> {
             commands::pg::PgCommand::Verify(_) => "pg verify",
         },
         // `run` writes one record per step itself.
-        Command::Init(_)
-        | Command::Snapshots(_)
+        Command::Snapshots(_)
         | Command::Stats(_)
         | Command::Audit(_)
         | Command::Config(_)

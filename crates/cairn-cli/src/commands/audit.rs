@@ -62,7 +62,8 @@ fn parse_since(text: &str) -> Result<String> {
 /// Lists audit records, oldest first.
 pub fn run(global: &GlobalArgs, args: &AuditArgs) -> Result<()> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    const COMMANDS: [&str; 11] = [
+    const COMMANDS: [&str; 12] = [
+        "init",
         "backup",
         "restore",
         "check",

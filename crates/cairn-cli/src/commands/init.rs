@@ -68,6 +68,8 @@ pub fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let started = Instant::now();
     let repository = Repository::init(storage, passphrase.as_bytes(), &options, &cache)?;
     let elapsed = started.elapsed();
+    // The audit trail starts with the creation of the repository.
+    crate::audit::register(&repository, cache);
     if global.json {
         super::print_json(&serde_json::json!({
             "id": repository.config.id,

@@ -506,10 +506,25 @@ fn repair_snapshots_marks_damage() {
     );
 }
 
-#[test]
-fn repair_packs_heals_after_damage() {
+/// A repository with one backup of a file whose first pack has a flipped
+/// byte.
+struct DamagedBackup {
+    repo: Repo,
+    /// Contents of the backed-up file.
+    data: Vec<u8>,
+    /// The backed-up file, still in place for the next backup.
+    path: PathBuf,
+    /// Id of the snapshot.
+    first: String,
+    /// The damaged pack.
+    victim: PathBuf,
+}
+
+/// Backs up 300,000 random bytes made from `seed`, then flips one byte of
+/// the first pack.
+fn damaged_backup(seed: u64) -> DamagedBackup {
     let repo = Repo::init_with(&SMALL);
-    let data = random_bytes(300_000, 31);
+    let data = random_bytes(300_000, seed);
     let path = repo.work_path("data.bin");
     fs::write(&path, &data).expect("write input");
     let first = snapshot_id(
@@ -525,6 +540,24 @@ fn repair_packs_heals_after_damage() {
     let mut bytes = fs::read(&victim).expect("read pack");
     bytes[20] ^= 0x55;
     fs::write(&victim, bytes).expect("write pack");
+    DamagedBackup {
+        repo,
+        data,
+        path,
+        first,
+        victim,
+    }
+}
+
+#[test]
+fn repair_packs_heals_after_damage() {
+    let DamagedBackup {
+        repo,
+        data,
+        path,
+        first,
+        victim,
+    } = damaged_backup(31);
 
     let check = repo.run(&["check", "--read-data"]);
     assert_eq!(check.code(), Some(3), "{}", check.describe());
@@ -594,23 +627,13 @@ fn repair_packs_heals_after_damage() {
 /// the marks removed by the next full `repair snapshots --mark-damaged`.
 #[test]
 fn healed_snapshot_loses_mark() {
-    let repo = Repo::init_with(&SMALL);
-    let data = random_bytes(300_000, 32);
-    let path = repo.work_path("data.bin");
-    fs::write(&path, &data).expect("write input");
-    let first = snapshot_id(
-        &repo
-            .run(&["--json", "backup", path_str(&path)])
-            .expect_success("backup")
-            .json(),
-    );
-    let victim = files_under(&repo.path.join("data"))
-        .into_iter()
-        .next()
-        .expect("a pack");
-    let mut bytes = fs::read(&victim).expect("read pack");
-    bytes[20] ^= 0x55;
-    fs::write(&victim, bytes).expect("write pack");
+    let DamagedBackup {
+        repo,
+        data,
+        path,
+        first,
+        ..
+    } = damaged_backup(32);
     repo.run(&["repair", "packs"])
         .expect_success("repair packs");
 

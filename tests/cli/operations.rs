@@ -347,17 +347,12 @@ fn schedule_runs_jobs_with_metrics_and_alerts() {
     let repo = Repo::init();
     let (url, received) = start_receiver();
     let secret = "webhook-secret-for-tests";
-    write_private(&repo.work_path("passphrase"), PASSWORD);
     write_private(&repo.work_path("webhook-secret"), secret);
     let config = format!(
         r#"
 state_dir = "{work}/state"
 
-[repository.main]
-path = "{repo}"
-password = {{ file = "{work}/passphrase" }}
-cache_dir = "{cache}"
-
+{repository}
 [job.good]
 every = "2s"
 
@@ -388,8 +383,7 @@ timeout = "5s"
 textfile = "{work}/cairn.prom"
 "#,
         work = repo.work.display(),
-        repo = repo.path.display(),
-        cache = repo.cache.display(),
+        repository = repository_section(&repo),
         socket = cluster.socket_dir(),
     );
     let config_path = repo.work_path("cairn.toml");
@@ -525,15 +519,10 @@ fn failing_job_alerts_and_audit_trail() {
     let repo = Repo::init();
     let (url, received) = start_receiver();
     let secret = "another-webhook-secret";
-    write_private(&repo.work_path("passphrase"), PASSWORD);
     write_private(&repo.work_path("webhook-secret"), secret);
     let config = format!(
         r#"
-[repository.main]
-path = "{repo}"
-password = {{ file = "{work}/passphrase" }}
-cache_dir = "{cache}"
-
+{repository}
 [job.doomed]
 every = "1s"
 
@@ -548,8 +537,7 @@ events = ["failure"]
 timeout = "5s"
 "#,
         work = repo.work.display(),
-        repo = repo.path.display(),
-        cache = repo.cache.display(),
+        repository = repository_section(&repo),
         socket = cluster.socket_dir(),
     );
     let config_path = repo.work_path("cairn.toml");
@@ -667,6 +655,18 @@ timeout = "5s"
     assert!(report.contains("deleted"), "{report}");
 }
 
+/// Writes the passphrase file and returns the `[repository.main]` section
+/// of a configuration for `repo`.
+fn repository_section(repo: &Repo) -> String {
+    write_private(&repo.work_path("passphrase"), PASSWORD);
+    format!(
+        "[repository.main]\npath = \"{}\"\npassword = {{ file = \"{}/passphrase\" }}\ncache_dir = \"{}\"\n",
+        repo.path.display(),
+        repo.work.display(),
+        repo.cache.display()
+    )
+}
+
 /// Process ids whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
@@ -687,7 +687,6 @@ fn processes_with(needle: &str) -> Vec<u32> {
 #[test]
 fn sigterm_during_backup_leaves_no_snapshot() {
     let repo = Repo::init();
-    write_private(&repo.work_path("passphrase"), PASSWORD);
     // The producer writes some data and then waits; a unique sleep length
     // finds its process.
     let marker = format!(
@@ -697,11 +696,7 @@ fn sigterm_during_backup_leaves_no_snapshot() {
     );
     let config = format!(
         r#"
-[repository.main]
-path = "{repo}"
-password = {{ file = "{work}/passphrase" }}
-cache_dir = "{cache}"
-
+{repository}
 [job.slow]
 every = "1h"
 
@@ -713,8 +708,7 @@ argv = ["sh", "-c", "head -c 3000000 /dev/urandom; sleep {marker}; echo done"]
 textfile = "{work}/cairn.prom"
 "#,
         work = repo.work.display(),
-        repo = repo.path.display(),
-        cache = repo.cache.display(),
+        repository = repository_section(&repo),
     );
     let config_path = repo.work_path("cairn.toml");
     write_private(&config_path, &config);
@@ -776,14 +770,9 @@ fn job_exclude_of_dropped_database() {
     let cluster = Cluster::start();
     cluster.run_script("postgres", "CREATE DATABASE app;");
     let repo = Repo::init();
-    write_private(&repo.work_path("passphrase"), PASSWORD);
     let config = format!(
         r#"
-[repository.main]
-path = "{repo}"
-password = {{ file = "{work}/passphrase" }}
-cache_dir = "{cache}"
-
+{repository}
 [job.nightly]
 every = "1d"
 
@@ -792,9 +781,7 @@ connection = "host={socket} user=postgres"
 all = true
 exclude = ["scratch"]
 "#,
-        work = repo.work.display(),
-        repo = repo.path.display(),
-        cache = repo.cache.display(),
+        repository = repository_section(&repo),
         socket = cluster.socket_dir(),
     );
     let config_path = repo.work_path("cairn.toml");

@@ -427,36 +427,27 @@ fn pg_server_backup_drill_and_runbook() {
 /// checksum of `events` changed, as if the backup had recorded other data
 /// than the dump holds; returns the new snapshot's id.
 fn tamper_evidence(repo: &Repo) -> String {
-    let storage = cairn_core::storage::Storage::open_local(&repo.path).expect("open storage");
-    let repository =
-        cairn_core::Repository::open(storage, PASSWORD.as_bytes(), &repo.cache).expect("open");
-    let (_, mut snapshot) = repository.find_snapshot("latest").expect("latest");
-    let meta = snapshot.postgres.as_mut().expect("pg metadata");
-    let app = meta
-        .databases
-        .iter_mut()
-        .find(|d| d.name == "app")
-        .expect("app");
-    let table = app
-        .evidence
-        .tables
-        .iter_mut()
-        .find(|t| t.name == "accounts")
-        .expect("accounts");
-    table.rows += 1;
-    let events = app
-        .evidence
-        .tables
-        .iter_mut()
-        .find(|t| t.name == "events")
-        .expect("events");
-    events.checksum = Some("12345".into());
-    let (id, bytes) = snapshot.encode(&repository.keys).expect("encode");
-    repository
-        .storage
-        .write(&cairn_core::snapshot::snapshot_path(&id), bytes)
-        .expect("write snapshot");
-    id.to_hex()
+    rewrite_pg_meta(repo, |meta| {
+        let app = meta
+            .databases
+            .iter_mut()
+            .find(|d| d.name == "app")
+            .expect("app");
+        let table = app
+            .evidence
+            .tables
+            .iter_mut()
+            .find(|t| t.name == "accounts")
+            .expect("accounts");
+        table.rows += 1;
+        let events = app
+            .evidence
+            .tables
+            .iter_mut()
+            .find(|t| t.name == "events")
+            .expect("events");
+        events.checksum = Some("12345".into());
+    })
 }
 
 #[test]

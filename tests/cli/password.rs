@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::harness::{PASSWORD, Repo, path_arg, run_command, snapshot_id};
+use crate::harness::{Output, PASSWORD, Repo, path_arg, run_command, snapshot_id};
 
 /// Words that belong in a developer's log, not in the message a user sees when
 /// they mistype the passphrase.
@@ -148,16 +148,25 @@ fn missing_password_without_terminal() {
     }
 }
 
+/// Runs `cairn snapshots` with the passphrase taken from `file` only.
+fn snapshots_with_password_file(repo: &Repo, file: &std::path::Path) -> Output {
+    let mut command = repo.command(&["snapshots"]);
+    command
+        .env_remove("CAIRN_PASSWORD")
+        .env("CAIRN_PASSWORD_FILE", path_arg(file));
+    run_command(
+        command,
+        &format!("cairn snapshots (CAIRN_PASSWORD_FILE={})", path_arg(file)),
+        None,
+    )
+}
+
 #[test]
 fn empty_password_file_exits_2() {
     let repo = Repo::init();
     let password_file = repo.work_path("empty-password.txt");
     fs::write(&password_file, "\n").expect("failed to write the password file");
-    let mut command = repo.command(&["snapshots"]);
-    command
-        .env_remove("CAIRN_PASSWORD")
-        .env("CAIRN_PASSWORD_FILE", path_arg(&password_file));
-    let output = run_command(command, "cairn snapshots (empty password file)", None);
+    let output = snapshots_with_password_file(&repo, &password_file);
     assert_eq!(
         output.code(),
         Some(2),
@@ -177,11 +186,7 @@ fn empty_password_file_exits_2() {
 fn missing_password_file_exits_2() {
     let repo = Repo::init();
     let password_file = repo.work_path("no-such-password.txt");
-    let mut command = repo.command(&["snapshots"]);
-    command
-        .env_remove("CAIRN_PASSWORD")
-        .env("CAIRN_PASSWORD_FILE", path_arg(&password_file));
-    let output = run_command(command, "cairn snapshots (missing password file)", None);
+    let output = snapshots_with_password_file(&repo, &password_file);
     assert_eq!(
         output.code(),
         Some(2),

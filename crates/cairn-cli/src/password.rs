@@ -54,30 +54,34 @@ pub fn read_new() -> Result<Zeroizing<String>> {
     read_from(&NEW, true)
 }
 
-/// Names the source that [`read`] takes the passphrase from: the variable
-/// that is set, or the terminal prompt. With several set, names the first.
-pub fn current_source() -> String {
-    let prefix = CURRENT.prefix;
+/// Returns the variables of `sources` that are set and not empty, in the
+/// order file, command, passphrase.
+fn set_variables(sources: &Sources) -> Vec<String> {
+    let prefix = sources.prefix;
     [
         format!("{prefix}_FILE"),
         format!("{prefix}_COMMAND"),
         prefix.to_string(),
     ]
     .into_iter()
-    .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-    .unwrap_or_else(|| "the terminal prompt".to_string())
+    .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    .collect()
+}
+
+/// Names the source that [`read`] takes the passphrase from: the variable
+/// that is set, or the terminal prompt. With several set, names the first.
+pub fn current_source() -> String {
+    set_variables(&CURRENT)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "the terminal prompt".to_string())
 }
 
 fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
     let prefix = sources.prefix;
     let file_var = format!("{prefix}_FILE");
     let command_var = format!("{prefix}_COMMAND");
-    let names = [file_var.as_str(), command_var.as_str(), prefix];
-    let set: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-        .collect();
+    let set = set_variables(sources);
     if set.len() > 1 {
         return Err(cairn_core::Error::Invalid(format!(
             "several passphrase sources are set ({}); set only one of {file_var}, {command_var} and {prefix}",
@@ -85,7 +89,7 @@ fn read_from(sources: &Sources, confirm: bool) -> Result<Zeroizing<String>> {
         ))
         .into());
     }
-    let source = set.first().copied();
+    let source = set.first().map(String::as_str);
     let passphrase = match source {
         Some(name) if name == file_var => {
             let path = std::env::var_os(&file_var).unwrap_or_default();

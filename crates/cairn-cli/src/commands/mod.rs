@@ -65,21 +65,18 @@ pub fn open_repository(global: &GlobalArgs) -> Result<Repository> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    let repository = match Repository::open(storage, passphrase.as_bytes(), &cache) {
-        Ok(repository) => repository,
-        // Naming the source in use tells the operator which one to fix.
-        Err(e @ cairn_core::Error::WrongPassphrase { .. }) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot open the repository at {location} with the passphrase from {}",
-                    crate::password::current_source()
-                )
-            });
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot open the repository at {location}"));
-        }
-    };
+    let repository = Repository::open(storage, passphrase.as_bytes(), &cache).map_err(|e| {
+        // A wrong passphrase names its source, so the operator knows which
+        // one to fix.
+        let context = match e {
+            cairn_core::Error::WrongPassphrase { .. } => format!(
+                "cannot open the repository at {location} with the passphrase from {}",
+                crate::password::current_source()
+            ),
+            _ => format!("cannot open the repository at {location}"),
+        };
+        anyhow::Error::new(e).context(context)
+    })?;
     crate::audit::register(&repository, cache);
     Ok(repository)
 }

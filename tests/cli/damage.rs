@@ -173,8 +173,8 @@ fn read_data_subset_clean_repository() {
             "check --read-data-subset {subset} on an undamaged repository should exit 0\n{}",
             output.describe()
         );
-        // With a few packs, today's share may hold none of them, and then
-        // the output must say why nothing was read.
+        // With a few packs, today's share may contain none of them, and
+        // then the output must explain why nothing was read.
         let stdout = String::from_utf8_lossy(&output.stdout);
         let read_none = stdout.contains("read and verified 0 pack(s)");
         assert_eq!(

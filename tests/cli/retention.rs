@@ -118,7 +118,7 @@ fn daily_forget_over_sixty_days() {
     }
 
     // The repository tracks the data it keeps: once days are forgotten,
-    // it holds little more than the kept snapshots need. A bound relative
+    // it stores little more than the kept snapshots need. A bound relative
     // to the size on day 30 failed once in CI (1.38 times), because how
     // much data 30 days of edits leave depends on where the keyed chunker
     // cuts. In 23 local runs the size peaked at 1.00 to 1.23 times day

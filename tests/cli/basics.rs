@@ -411,6 +411,11 @@ fn restore_target_folder_missing() {
         "the error should say that the parent is not a folder, stderr:\n{}",
         not_folder.stderr
     );
+    assert_eq!(
+        fs::read(&file).expect("failed to read the file"),
+        b"not a folder",
+        "a rejected restore changed the file in the way"
+    );
 }
 
 #[test]
